@@ -1,0 +1,155 @@
+//! `bedrock-keyd inspect`: decode a key offline.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::Args;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::CliError;
+use crate::duration;
+use crate::inspect::{DecodedKey, decode, extract_key};
+use crate::key::Fingerprint;
+use crate::time::rfc3339;
+
+/// Decode a key offline: region, access key id, signing time, lifetime, expiry.
+///
+/// Reads the key from the argument, from stdin ("-", or when no argument is given and
+/// stdin is not a terminal), or from a file written by a sink (raw, JSON or env-file).
+/// The signature and the session token are never printed. Exits 3 when the input is
+/// not a valid key or the key has expired.
+///
+/// Prefer "-" or --file over passing the key as an argument: arguments are visible to
+/// other users in the process list.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The key, or "-" to read it from stdin.
+    #[arg(value_name = "KEY", conflicts_with = "file")]
+    key: Option<String>,
+
+    /// Read the key from this file (raw key, the JSON sink format, or a dotenv file).
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    region: &'a str,
+    access_key_id: &'a str,
+    issued_at: String,
+    lifetime_seconds: u64,
+    expires_at: String,
+    remaining_seconds: u64,
+    expired: bool,
+    session_token: bool,
+    fingerprint: String,
+}
+
+pub fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
+    let text = read_input(&args)?;
+    let key = Zeroizing::new(extract_key(&text, None)?);
+    let decoded = decode(&key)?;
+    let now = SystemTime::now();
+    let report = report(&decoded, Fingerprint::of(&key), now);
+
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_string_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|s| writeln!(out, "{s}"))
+    } else {
+        write_text(&mut out, &report, &decoded, now)
+    };
+    written.map_err(|e| CliError::Runtime(format!("cannot write to stdout: {e}")))?;
+
+    if report.expired {
+        return Err(CliError::KeyExpired(format!(
+            "the key expired at {} ({} ago)",
+            report.expires_at,
+            duration::format(now.duration_since(decoded.expires_at).unwrap_or_default())
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(decoded: &DecodedKey, fingerprint: Fingerprint, now: SystemTime) -> Report<'_> {
+    Report {
+        region: &decoded.region,
+        access_key_id: &decoded.access_key_id,
+        issued_at: rfc3339(decoded.issued_at),
+        lifetime_seconds: decoded.lifetime.as_secs(),
+        expires_at: rfc3339(decoded.expires_at),
+        remaining_seconds: decoded.remaining(now).as_secs(),
+        expired: decoded.is_expired(now),
+        session_token: decoded.has_session_token,
+        fingerprint: fingerprint.to_string(),
+    }
+}
+
+fn write_text(
+    out: &mut impl Write,
+    report: &Report<'_>,
+    decoded: &DecodedKey,
+    now: SystemTime,
+) -> std::io::Result<()> {
+    let remaining = if report.expired {
+        format!(
+            "expired {} ago",
+            duration::format(now.duration_since(decoded.expires_at).unwrap_or_default())
+        )
+    } else {
+        duration::format(decoded.remaining(now))
+    };
+    writeln!(out, "region:         {}", report.region)?;
+    writeln!(out, "access key id:  {}", report.access_key_id)?;
+    writeln!(out, "issued at:      {}", report.issued_at)?;
+    writeln!(
+        out,
+        "lifetime:       {} ({}s)",
+        duration::format(decoded.lifetime),
+        report.lifetime_seconds
+    )?;
+    writeln!(out, "expires at:     {}", report.expires_at)?;
+    writeln!(out, "remaining:      {remaining}")?;
+    writeln!(
+        out,
+        "session token:  {}",
+        if report.session_token {
+            "embedded (temporary credentials)"
+        } else {
+            "none (long-term credentials)"
+        }
+    )?;
+    writeln!(out, "fingerprint:    {}", report.fingerprint)
+}
+
+fn read_input(args: &InspectArgs) -> Result<Zeroizing<String>, CliError> {
+    if let Some(path) = &args.file {
+        return std::fs::read_to_string(path)
+            .map(Zeroizing::new)
+            .map_err(|e| CliError::KeyUnreadable(format!("cannot read {}: {e}", path.display())));
+    }
+    match args.key.as_deref() {
+        Some("-") => read_stdin(),
+        Some(key) => Ok(Zeroizing::new(key.to_owned())),
+        None if std::io::stdin().is_terminal() => Err(CliError::Usage(
+            "no key given: pass KEY, \"-\" to read stdin, or --file PATH".to_owned(),
+        )),
+        None => read_stdin(),
+    }
+}
+
+fn read_stdin() -> Result<Zeroizing<String>, CliError> {
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::KeyUnreadable(format!("cannot read the key from stdin: {e}")))?;
+    Ok(text)
+}

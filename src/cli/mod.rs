@@ -1,0 +1,123 @@
+//! The command line: argument types, dispatch, and the one place where errors become
+//! exit codes (see "Exit codes" in the design contract).
+
+mod flags;
+mod inspect;
+mod mint;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use flags::CredentialFlags;
+
+/// Exit codes of the contract; `main` returns one of these.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const RUNTIME: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const KEY_INVALID: u8 = 3;
+    pub const CREDENTIALS: u8 = 69;
+    pub const SINK: u8 = 73;
+    pub const CONFIG: u8 = 78;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 runtime failure, 2 usage, 3 key invalid or expired,
+69 credentials unavailable, 73 a sink could not be written, 78 configuration invalid.
+
+Logging goes to stderr; RUST_LOG (e.g. RUST_LOG=debug) overrides the level.
+The key itself never appears in logs or errors.";
+
+/// Keeps short-term Amazon Bedrock API keys fresh.
+///
+/// A short-term key is minted offline from AWS credentials (a SigV4 presign, exactly as
+/// the official aws-bedrock-token-generator does) and is valid for at most 12 hours, or
+/// until the signing credentials expire if that is sooner.
+#[derive(Debug, Parser)]
+#[command(name = "bedrock-keyd", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Mint(mint::MintArgs),
+    Inspect(inspect::InspectArgs),
+}
+
+/// Everything a command can fail with, each mapped to one exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    KeyInvalid(#[from] crate::inspect::InspectError),
+    #[error("{0}")]
+    KeyExpired(String),
+    #[error("{0}")]
+    KeyUnreadable(String),
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
+    #[error(transparent)]
+    Mint(#[from] crate::mint::MintError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        use crate::credentials::CredentialsError as C;
+        match self {
+            Self::Usage(_) => exit::USAGE,
+            Self::KeyInvalid(_) | Self::KeyExpired(_) | Self::KeyUnreadable(_) => exit::KEY_INVALID,
+            Self::Credentials(C::NoRegion { .. } | C::BadRegion(_)) => exit::CONFIG,
+            Self::Credentials(_) => exit::CREDENTIALS,
+            Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
+            Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,
+        }
+    }
+}
+
+impl Cli {
+    /// The log level used when RUST_LOG is not set: commands whose stdout is the
+    /// product stay quiet, long-running ones report their milestones.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Mint(_) | Command::Inspect(_) => "warn",
+        }
+    }
+
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(LogFormat::Text)
+    }
+}
+
+/// Runs the command. Errors carry their exit code; `main` prints them once.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Mint(args) => mint::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    }
+}
+
+/// A small runtime for the commands that talk to credential providers. One thread is
+/// plenty: the work is a few HTTP calls at most.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(format!("cannot start the async runtime: {e}")))?;
+    Ok(runtime.block_on(future))
+}

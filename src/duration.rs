@@ -1,0 +1,157 @@
+//! Human durations as operators write them: `90s`, `30m`, `12h`, `1h30m`, `2d`.
+//!
+//! One syntax for every flag and config field, so `--lifetime 30m` on the command line
+//! and `lifetime = "30m"` in the config mean the same thing. A bare number is refused
+//! on purpose: `lifetime = "3600"` is ambiguous to a reader (seconds? minutes?).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Why a duration string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseDurationError {
+    #[error("empty duration; write e.g. 90s, 30m, 12h or 1h30m")]
+    Empty,
+    #[error("{0:?} has no unit; write e.g. {0}s or {0}m (units: ms, s, m, h, d)")]
+    MissingUnit(String),
+    #[error("{input:?}: unknown unit {unit:?} (units: ms, s, m, h, d)")]
+    UnknownUnit { input: String, unit: String },
+    #[error("{0:?} is not a duration; write e.g. 90s, 30m, 12h or 1h30m")]
+    Invalid(String),
+    #[error("{0:?} is too large")]
+    Overflow(String),
+}
+
+/// Parses `90s`, `30m`, `12h`, `1h30m`, `500ms`, `2d` (whitespace between parts allowed).
+pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
+    let text = input.trim();
+    if text.is_empty() {
+        return Err(ParseDurationError::Empty);
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseDurationError::MissingUnit(text.to_owned()));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(ParseDurationError::Invalid(input.to_owned()));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| ParseDurationError::Overflow(input.to_owned()))?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let unit = &rest[..unit_len];
+        if unit.is_empty() && !rest.is_empty() {
+            return Err(ParseDurationError::Invalid(input.to_owned()));
+        }
+        rest = rest[unit_len..].trim_start();
+        let millis_per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" | "sec" | "secs" => 1_000,
+            "m" | "min" | "mins" => 60_000,
+            "h" | "hr" | "hrs" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
+            "" => return Err(ParseDurationError::MissingUnit(input.trim().to_owned())),
+            other => {
+                return Err(ParseDurationError::UnknownUnit {
+                    input: input.to_owned(),
+                    unit: other.to_owned(),
+                });
+            }
+        };
+        let millis = number
+            .checked_mul(millis_per_unit)
+            .ok_or_else(|| ParseDurationError::Overflow(input.to_owned()))?;
+        total = total
+            .checked_add(Duration::from_millis(millis))
+            .ok_or_else(|| ParseDurationError::Overflow(input.to_owned()))?;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse`] reads it, largest units first: `1h30m`, `45s`.
+pub fn format(duration: Duration) -> String {
+    let mut secs = duration.as_secs();
+    let millis = duration.subsec_millis();
+    if secs == 0 {
+        return format!("{millis}ms");
+    }
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
+/// A duration parsed from human syntax, for clap and serde.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = ParseDurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse(s).map(HumanDuration)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_usual_forms() {
+        assert_eq!(parse("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse("12h"), Ok(Duration::from_secs(43200)));
+        assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("1h 30m 5s"), Ok(Duration::from_secs(5405)));
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse(" 5m "), Ok(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn refuses_what_a_reader_could_misread() {
+        assert_eq!(parse(""), Err(ParseDurationError::Empty));
+        assert!(matches!(
+            parse("3600"),
+            Err(ParseDurationError::MissingUnit(_))
+        ));
+        assert!(matches!(
+            parse("5 minutes"),
+            Err(ParseDurationError::UnknownUnit { .. })
+        ));
+        assert!(matches!(parse("-5m"), Err(ParseDurationError::Invalid(_))));
+        assert!(matches!(parse("1.5h"), Err(ParseDurationError::Invalid(_))));
+        assert!(matches!(
+            parse("1h30"),
+            Err(ParseDurationError::MissingUnit(_))
+        ));
+        assert!(matches!(
+            parse("99999999999999999999h"),
+            Err(ParseDurationError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn format_round_trips() {
+        for secs in [1, 59, 60, 61, 3599, 3600, 5400, 43200, 90061] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse(&format(d)), Ok(d), "{}", format(d));
+        }
+        assert_eq!(format(Duration::from_secs(5400)), "1h30m");
+    }
+}

@@ -1,0 +1,20 @@
+//! bedrock-keyd keeps short-term Amazon Bedrock API keys fresh.
+//!
+//! # Layout
+//! - [`key`]: the secret type ([`key::ApiKey`]) and its metadata;
+//! - [`mint`]: credentials + region + lifetime + instant → key (pure, via `aws-sigv4`);
+//! - [`inspect`]: key → what it says about itself (offline, strict);
+//! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
+//! - [`keyfile`]: the raw and JSON formats a key is written in;
+//! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
+//! - [`cli`]: the command line and the mapping of errors to exit codes.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod credentials;
+pub mod duration;
+pub mod inspect;
+pub mod key;
+pub mod keyfile;
+pub mod mint;
+pub mod time;

@@ -1,0 +1,11 @@
+//! Integration tests: the real binary against temp dirs and real local servers.
+//!
+//! One test binary (faster to build and link than one per file); `util` holds the
+//! shared harness. Tests that need an external component (the official Python
+//! generator, moto, gnome-keyring, …) skip with a printed reason on a developer
+//! machine, and fail when `BEDROCK_KEYD_REQUIRE_ALL=1` (as CI sets it).
+
+mod util;
+
+mod cli_mint;
+mod interop;

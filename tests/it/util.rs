@@ -1,0 +1,115 @@
+//! Shared test harness: the binary, a clean environment, and skip-or-fail for
+//! external components.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Example credentials from the AWS documentation: safe to print, useless to anyone.
+pub const EXAMPLE_ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+pub const EXAMPLE_SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+/// The built `bedrock-keyd` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bedrock-keyd"))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// True when CI asks every component test to run (`BEDROCK_KEYD_REQUIRE_ALL=1`).
+pub fn require_all() -> bool {
+    std::env::var("BEDROCK_KEYD_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// Skips the current test with a printed reason, or fails it when CI requires every
+/// component. Use as `let Some(x) = thing() else { return skip("why") };`.
+pub fn skip(reason: &str) {
+    if require_all() {
+        panic!("BEDROCK_KEYD_REQUIRE_ALL=1 but a component is missing: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// A Python interpreter that can import `module`: `$BEDROCK_KEYD_PYTHON`, then the
+/// repository's `.venv` (made by `.ci/run`), then `python3`.
+pub fn python_with(module: &str) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("BEDROCK_KEYD_PYTHON") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(repo_root().join(".venv/bin/python"));
+    candidates.push(PathBuf::from("python3"));
+    candidates.into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// A private scratch environment: its own HOME (no ~/.aws of the developer leaks in),
+/// no AWS variables from the caller, and IMDS disabled so nothing leaves 127.0.0.1.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// `bedrock-keyd` with a clean environment (PATH kept).
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .current_dir(self.path());
+        cmd
+    }
+
+    /// `cmd()` with the example static credentials in the environment.
+    pub fn cmd_with_example_creds(&self) -> Command {
+        let mut cmd = self.cmd();
+        cmd.env("AWS_ACCESS_KEY_ID", EXAMPLE_ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", EXAMPLE_SECRET_ACCESS_KEY);
+        cmd
+    }
+}
+
+/// Runs a command with the given stdin, returning its output.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
