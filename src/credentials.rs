@@ -22,8 +22,16 @@ pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the user asked for; `None` fields fall back to the SDK's default chains.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceSpec {
+    /// Shared-config profile (`--profile`, `profile = …`).
     pub profile: Option<String>,
+    /// Region override; otherwise env, then the profile's region.
     pub region: Option<Region>,
+    /// A role assumed on top of whatever the source yields.
+    pub role_arn: Option<String>,
+    /// With `role_arn`: the external id the role's trust policy demands.
+    pub external_id: Option<String>,
+    /// With `role_arn`: the session name (default: `bedrock-keyd`).
+    pub role_session_name: Option<String>,
 }
 
 /// Why credentials or a region could not be had.

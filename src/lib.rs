@@ -5,6 +5,7 @@
 //! - [`mint`]: credentials + region + lifetime + instant → key (pure, via `aws-sigv4`);
 //! - [`inspect`]: key → what it says about itself (offline, strict);
 //! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
+//! - [`sink`]: where keys are delivered (file, env-file, keyring);
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
 //! - [`cli`]: the command line and the mapping of errors to exit codes.
@@ -17,4 +18,5 @@ pub mod inspect;
 pub mod key;
 pub mod keyfile;
 pub mod mint;
+pub mod sink;
 pub mod time;

@@ -23,6 +23,7 @@ impl CredentialFlags {
         SourceSpec {
             profile: self.profile.clone(),
             region: self.region.clone(),
+            ..SourceSpec::default()
         }
     }
 }

@@ -1,0 +1,209 @@
+//! Delivery: where a key is written (a file, an env-file, an OS keyring).
+//!
+//! This module holds the validated *specifications* of sinks, shared by the command
+//! line (`once --file …`) and the config file. The writers live in the submodules.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The variable an env-file sink manages unless told otherwise: the one the AWS SDKs
+/// and Bedrock clients read.
+pub const DEFAULT_ENV_VARIABLE: &str = "AWS_BEARER_TOKEN_BEDROCK";
+/// Keyring service name unless configured.
+pub const DEFAULT_KEYRING_SERVICE: &str = "bedrock-keyd";
+
+/// One validated sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    File(FileSpec),
+    EnvFile(EnvFileSpec),
+    Keyring(KeyringSpec),
+}
+
+/// A key file: `raw` (key + newline) or `json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// Absolute path of the target file.
+    pub path: PathBuf,
+    pub format: FileFormat,
+    pub access: FileAccess,
+}
+
+/// A dotenv file in which one variable holds the key; other lines are preserved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFileSpec {
+    /// Absolute path of the target file.
+    pub path: PathBuf,
+    /// Variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+    pub variable: String,
+    pub access: FileAccess,
+}
+
+/// Ownership, permissions and safety switches shared by the file-backed sinks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAccess {
+    pub mode: FileMode,
+    pub owner: Option<UserRef>,
+    pub group: Option<UserRef>,
+    /// Write through a symlink at the target path (refused by default).
+    pub follow_symlinks: bool,
+    /// Accept a mode that lets "other" read the key (refused by default).
+    pub allow_world_readable: bool,
+}
+
+impl Default for FileAccess {
+    fn default() -> Self {
+        Self {
+            mode: FileMode::DEFAULT,
+            owner: None,
+            group: None,
+            follow_symlinks: false,
+            allow_world_readable: false,
+        }
+    }
+}
+
+/// An OS keyring entry (macOS Keychain, Linux Secret Service or kernel keyring).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringSpec {
+    pub service: String,
+    pub account: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileFormat {
+    /// The key and a newline.
+    #[default]
+    Raw,
+    /// `{"key","region","issued_at","expires_at"}`.
+    Json,
+}
+
+impl FromStr for FileFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "raw" => Ok(Self::Raw),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "unknown format {other:?}; expected \"raw\" or \"json\""
+            )),
+        }
+    }
+}
+
+/// Permission bits for a key file, from an octal string such as `"0640"`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(u32);
+
+impl FileMode {
+    /// Owner read/write only: a key is a credential.
+    pub const DEFAULT: FileMode = FileMode(0o600);
+
+    pub fn new(bits: u32) -> Result<Self, String> {
+        if bits > 0o777 {
+            return Err(format!(
+                "mode {bits:o} has bits beyond 0777 (setuid, setgid and sticky make no sense for a key file)"
+            ));
+        }
+        if bits & 0o400 == 0 {
+            return Err(format!(
+                "mode {bits:04o} does not let the owner read the key"
+            ));
+        }
+        Ok(Self(bits))
+    }
+
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether "other" (anyone on the machine) could read the key.
+    pub fn world_readable(self) -> bool {
+        self.0 & 0o004 != 0
+    }
+}
+
+impl FromStr for FileMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let digits = s.strip_prefix("0o").unwrap_or(s);
+        if digits.is_empty()
+            || digits.len() > 4
+            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        {
+            return Err(format!(
+                "mode {s:?} is not an octal permission string such as \"0600\" or \"0640\""
+            ));
+        }
+        Self::new(u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?)
+    }
+}
+
+impl fmt::Debug for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+/// A user or group given by name or numeric id; resolved when the sink is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    Name(String),
+    Id(u32),
+}
+
+impl FromStr for UserRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("empty user or group name".to_owned());
+        }
+        Ok(match s.parse::<u32>() {
+            Ok(id) => Self::Id(id),
+            Err(_) => Self::Name(s.to_owned()),
+        })
+    }
+}
+
+impl fmt::Display for UserRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(n) => f.write_str(n),
+            Self::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+impl fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(s) => write!(f, "file {}", s.path.display()),
+            Self::EnvFile(s) => write!(f, "env-file {} ({})", s.path.display(), s.variable),
+            Self::Keyring(s) => write!(f, "keyring {}:{}", s.service, s.account),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!("0600".parse::<FileMode>().unwrap().bits(), 0o600);
+        assert_eq!("640".parse::<FileMode>().unwrap().bits(), 0o640);
+        assert!("0644".parse::<FileMode>().unwrap().world_readable());
+        assert!(!"0640".parse::<FileMode>().unwrap().world_readable());
+        for bad in ["", "rw-r-----", "0800", "12345", "4600", "0200"] {
+            assert!(bad.parse::<FileMode>().is_err(), "{bad}");
+        }
+    }
+}
