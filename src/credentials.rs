@@ -157,3 +157,18 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// The seam between the scheduler and AWS: something that yields signing credentials
+/// for one region. The real one wraps the SDK chains; tests use fakes with fake clocks.
+pub trait CredentialSource: Send + Sync + 'static {
+    /// The region keys from this source are scoped to.
+    fn region(&self) -> &Region;
+
+    /// Credentials to sign with now. `want_valid_for` is the key lifetime the caller
+    /// hopes for: a source whose cached credentials expire much sooner and that can
+    /// renew them should fetch fresh ones first.
+    fn credentials(
+        &self,
+        want_valid_for: Duration,
+    ) -> impl std::future::Future<Output = Result<Credentials, CredentialsError>> + Send;
+}

@@ -207,3 +207,63 @@ mod tests {
         }
     }
 }
+
+/// A place a key is delivered to. Implementations are blocking (file and keyring
+/// calls are short); the daemon runs them on a blocking thread.
+///
+/// Contract: `write` either leaves the new key fully in place or leaves the previous
+/// key untouched; it never leaves a partial or empty key behind.
+pub trait Sink: Send + Sync {
+    /// What this sink is, for logs and errors: `file /run/bedrock-keyd/default.key`.
+    fn describe(&self) -> String;
+
+    /// Delivers `key`. Writes nothing (and says so) when the sink already holds it.
+    fn write(
+        &self,
+        key: &crate::key::ApiKey,
+        meta: &crate::key::KeyMeta,
+    ) -> Result<WriteOutcome, SinkError>;
+
+    /// The key the sink holds now, if any: used to restore a tampered sink, for
+    /// `once --if-valid-for` and for `status`.
+    fn read(&self) -> Result<Option<crate::key::ApiKey>, SinkError>;
+}
+
+/// What a successful [`Sink::write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The sink already held this exact content; nothing was touched.
+    Unchanged,
+}
+
+/// A sink failure: names the sink and the target, carries the OS error.
+#[derive(Debug, thiserror::Error)]
+#[error("{sink}: {action}: {source}")]
+pub struct SinkError {
+    /// `file /path`, `env-file /path`, `keyring service:account`.
+    pub sink: String,
+    /// What was being done: "creating a temp file in /run/x", "renaming …".
+    pub action: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl SinkError {
+    pub fn new(sink: impl Into<String>, action: impl Into<String>, source: std::io::Error) -> Self {
+        Self {
+            sink: sink.into(),
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// Whether trying again later can help (a full disk may clear; a refused unsafe
+    /// target will not).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self.source.kind(),
+            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+        )
+    }
+}
