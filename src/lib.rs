@@ -8,6 +8,7 @@
 //! - [`sink`]: where keys are delivered (file, env-file, keyring);
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
+//! - [`logging`]: tracing setup with a floor that keeps SDK internals (secrets) out;
 //! - [`cli`]: the command line and the mapping of errors to exit codes.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod duration;
 pub mod inspect;
 pub mod key;
 pub mod keyfile;
+pub mod logging;
 pub mod mint;
 pub mod sink;
 pub mod time;

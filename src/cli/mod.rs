@@ -99,8 +99,11 @@ impl Cli {
         }
     }
 
-    pub fn log_format(&self) -> LogFormat {
-        self.log_format.unwrap_or(LogFormat::Text)
+    pub fn log_format(&self) -> crate::logging::Format {
+        match self.log_format {
+            Some(LogFormat::Json) => crate::logging::Format::Json,
+            Some(LogFormat::Text) | None => crate::logging::Format::Text,
+        }
     }
 }
 

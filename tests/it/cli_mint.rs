@@ -141,3 +141,89 @@ fn inspect_reports_an_expired_key_and_exits_3() {
     assert!(util::stderr(&out).contains("expired"));
     assert!(util::stdout(&out).contains("us-west-2"));
 }
+
+/// At the most verbose level, neither the key nor the secrets that signed it appear in
+/// anything the process writes besides the key on stdout.
+#[test]
+fn secrets_never_reach_the_logs_at_trace() {
+    let env = TestEnv::new();
+    let token = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKEN+/abc==";
+    for format in ["raw", "json", "env"] {
+        let out = env
+            .cmd_with_example_creds()
+            .env("AWS_SESSION_TOKEN", token)
+            .env("RUST_LOG", "trace")
+            .args([
+                "--log-format",
+                "json",
+                "mint",
+                "--region",
+                "us-east-1",
+                "--format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", util::stderr(&out));
+        let stdout = util::stdout(&out);
+        let key = stdout
+            .split(|c: char| c == '"' || c.is_whitespace())
+            .find(|w| w.contains("bedrock-api-key-"))
+            .map(|w| w.trim_start_matches("AWS_BEARER_TOKEN_BEDROCK="))
+            .unwrap()
+            .to_owned();
+        let logs = util::stderr(&out);
+        assert!(
+            logs.contains("key minted"),
+            "trace logs were not captured: {logs}"
+        );
+        assert_no_secrets(&logs, &key, token);
+
+        let inspected = run_with_stdin(
+            env.cmd().env("RUST_LOG", "trace").args(["inspect", "-"]),
+            key.as_bytes(),
+        );
+        assert!(inspected.status.success(), "{}", util::stderr(&inspected));
+        assert_no_secrets(&util::stderr(&inspected), &key, token);
+        assert_no_secrets(&util::stdout(&inspected), &key, token);
+    }
+}
+
+fn assert_no_secrets(text: &str, key: &str, token: &str) {
+    use base64::Engine as _;
+    let url = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(&key["bedrock-api-key-".len()..])
+            .unwrap(),
+    )
+    .unwrap();
+    let signature = url
+        .split("X-Amz-Signature=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let encoded_token: String = url
+        .split("X-Amz-Security-Token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    for (what, secret) in [
+        ("the key", key),
+        ("the key's base64 payload", &key[20..80]),
+        ("the presigned URL", url.as_str()),
+        ("the signature", signature),
+        ("the secret access key", util::EXAMPLE_SECRET_ACCESS_KEY),
+        ("the session token", token),
+        ("the encoded session token", encoded_token.as_str()),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{what} leaked into the output:\n{text}"
+        );
+    }
+}

@@ -9,3 +9,4 @@ mod util;
 
 mod cli_mint;
 mod interop;
+mod props;

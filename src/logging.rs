@@ -1,0 +1,94 @@
+//! Logging setup: tracing to stderr, text or JSON, with a secret-safety floor.
+//!
+//! `RUST_LOG` chooses the level, but some dependencies log secrets at their most
+//! verbose levels: `aws-sigv4` writes the canonical request at TRACE, and for a
+//! query-signed key that includes the session token. So events from the signing and
+//! HTTP layers of the AWS SDK are dropped below a floor, whatever `RUST_LOG` says.
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterFn, filter_fn};
+use tracing_subscriber::prelude::*;
+
+/// The most verbose level let through per target prefix (checked in order).
+/// `aws_sigv4` logs canonical requests (session tokens) at TRACE and string-to-sign at
+/// DEBUG; the smithy runtime and HTTP client may log request headers (Authorization,
+/// X-Amz-Security-Token) at TRACE.
+const SECRET_SAFE_FLOOR: &[(&str, Level)] = &[
+    ("aws_sigv4", Level::INFO),
+    ("aws_smithy_runtime", Level::DEBUG),
+    ("aws_smithy_http_client", Level::DEBUG),
+    ("aws_smithy_runtime_api", Level::DEBUG),
+    ("hyper", Level::DEBUG),
+    ("hyper_util", Level::DEBUG),
+    ("h2", Level::DEBUG),
+    ("rustls", Level::DEBUG),
+];
+
+/// Dependencies whose warnings repeat what our own errors already say (a missing
+/// `~/.aws/config`, no IMDS on a laptop): errors only, unless `RUST_LOG` asks.
+const QUIET_BY_DEFAULT: &str = "aws_config=error,aws_runtime=error,aws_smithy_runtime=error";
+
+/// Output format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset.
+pub fn init(default_level: &str, format: Format) {
+    let env = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},{QUIET_BY_DEFAULT}")));
+    let registry = tracing_subscriber::registry()
+        .with(env)
+        .with(secret_safe_floor());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        Format::Text => registry.with(fmt).try_init(),
+        Format::Json => registry.with(fmt.json()).try_init(),
+    };
+}
+
+/// A filter that drops events above the per-target floor in [`SECRET_SAFE_FLOOR`].
+pub fn secret_safe_floor() -> FilterFn<impl Fn(&Metadata<'_>) -> bool + Clone> {
+    filter_fn(|meta| allowed(meta.target(), *meta.level()))
+}
+
+fn allowed(target: &str, level: Level) -> bool {
+    for (prefix, floor) in SECRET_SAFE_FLOOR {
+        let matches = target == *prefix
+            || target
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with("::"));
+        if matches {
+            // In tracing, more verbose levels compare greater: TRACE > DEBUG > INFO.
+            return level <= *floor;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_internals_are_never_logged_verbosely() {
+        assert!(!allowed("aws_sigv4::http_request::sign", Level::TRACE));
+        assert!(!allowed("aws_sigv4", Level::DEBUG));
+        assert!(allowed("aws_sigv4", Level::WARN));
+        assert!(!allowed(
+            "aws_smithy_runtime::client::orchestrator",
+            Level::TRACE
+        ));
+        assert!(allowed(
+            "aws_smithy_runtime::client::orchestrator",
+            Level::DEBUG
+        ));
+        assert!(allowed("aws_sigv4x", Level::TRACE));
+        assert!(allowed("bedrock_keyd::daemon", Level::TRACE));
+    }
+}
