@@ -7,12 +7,14 @@
 //! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
 //! - [`sink`]: where keys are delivered (file, env-file, keyring);
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
+//! - [`clock`]: the injected wall clock and its jumps (suspend, clock set);
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
 //! - [`logging`]: tracing setup with a floor that keeps SDK internals (secrets) out;
 //! - [`cli`]: the command line and the mapping of errors to exit codes.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod clock;
 pub mod credentials;
 pub mod duration;
 pub mod inspect;
