@@ -122,9 +122,10 @@ async fn poll_for_jumps(tx: watch::Sender<u64>) {
         };
         if drift > JUMP_THRESHOLD {
             tracing::info!(drift = ?drift, "wall clock jumped (suspend or clock change); recomputing deadlines");
-            if tx.send(*tx.borrow() + 1).is_err() {
+            if tx.is_closed() {
                 return;
             }
+            tx.send_modify(|n| *n += 1);
         }
         (wall, mono) = (wall_now, mono_now);
     }
@@ -137,51 +138,58 @@ mod linux {
     use nix::sys::time::TimeSpec;
     use nix::sys::timer::{Expiration, TimerSetTimeFlags};
     use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
-    use tokio::io::unix::AsyncFd;
     use tokio::sync::watch;
 
     /// Far enough ahead never to fire on its own: 2200-01-01T00:00:00Z.
     const FAR_FUTURE_UNIX: i64 = 7_258_118_400;
 
+    /// A blocking timerfd that only ever wakes when the realtime clock is set.
     pub struct CancelOnSet {
-        fd: AsyncFd<TimerFd>,
+        timer: TimerFd,
     }
 
     impl CancelOnSet {
         pub fn new() -> io::Result<Self> {
-            let timer = TimerFd::new(
-                ClockId::CLOCK_REALTIME,
-                TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-            )?;
+            let timer = TimerFd::new(ClockId::CLOCK_REALTIME, TimerFlags::TFD_CLOEXEC)?;
             arm(&timer)?;
-            Ok(Self {
-                fd: AsyncFd::new(timer)?,
-            })
+            Ok(Self { timer })
         }
 
-        /// Reports every clock set on `tx`; returns why it stopped.
+        /// Reports every clock set on `tx` from a dedicated thread that sleeps in
+        /// `read(2)` (no polling, no wake-ups in between). Returns when the thread
+        /// stops: the timer failed, or no one listens any more.
         pub async fn run(self, tx: &watch::Sender<u64>) -> io::Error {
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("clock-watch".to_owned())
+                .spawn(move || {
+                    let _ = done_tx.send(self.block(&tx));
+                });
+            if let Err(e) = spawned {
+                return e;
+            }
+            done_rx
+                .await
+                .unwrap_or_else(|_| io::Error::other("clock watcher thread ended"))
+        }
+
+        fn block(self, tx: &watch::Sender<u64>) -> io::Error {
             loop {
-                let mut guard = match self.fd.readable().await {
-                    Ok(g) => g,
-                    Err(e) => return e,
-                };
-                // `wait` returns Ok on expiry and on ECANCELED (the clock was set);
-                // with TFD_NONBLOCK it reports EAGAIN when there was nothing to read.
-                match guard.try_io(|fd| fd.get_ref().wait().map_err(io::Error::from)) {
-                    Ok(Ok(())) => {
-                        tracing::info!("wall clock changed (clock set or resume from suspend); recomputing deadlines");
-                        if let Err(e) = arm(self.fd.get_ref()) {
-                            return e;
-                        }
-                        if tx.send(*tx.borrow() + 1).is_err() {
-                            return io::Error::other("no one listens for clock changes");
-                        }
-                    }
-                    Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Ok(Err(e)) => return e,
-                    Err(_would_block) => {}
+                // `wait` returns Ok on expiry and on ECANCELED (the clock was set).
+                if let Err(e) = self.timer.wait() {
+                    return e.into();
                 }
+                tracing::info!(
+                    "wall clock changed (clock set or resume from suspend); recomputing deadlines"
+                );
+                if let Err(e) = arm(&self.timer) {
+                    return e;
+                }
+                if tx.is_closed() {
+                    return io::Error::other("no one listens for clock changes");
+                }
+                tx.send_modify(|n| *n += 1);
             }
         }
     }
@@ -236,10 +244,7 @@ impl FakeClock {
             }
         };
         let sum = signed(offset, negative) + signed(delta, !forward);
-        *guard = (
-            Duration::from_nanos(sum.unsigned_abs() as u64),
-            sum < 0,
-        );
+        *guard = (Duration::from_nanos(sum.unsigned_abs() as u64), sum < 0);
         drop(guard);
         self.inner.jumps.send_modify(|n| *n += 1);
     }
@@ -299,7 +304,10 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert!(!sleep_until(&clock, deadline).await);
         assert_eq!(started.elapsed(), Duration::from_secs(60));
-        assert!(clock.now() > deadline, "the deadline has passed in wall time");
+        assert!(
+            clock.now() > deadline,
+            "the deadline has passed in wall time"
+        );
     }
 
     /// The real kernel path: setting CLOCK_REALTIME (to the time it already reads, so
