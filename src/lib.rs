@@ -6,17 +6,23 @@
 //! - [`inspect`]: key → what it says about itself (offline, strict);
 //! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
 //! - [`sink`]: where keys are delivered (file, env-file, keyring);
+//! - [`notify`]: how dependents learn about a new key (specifications);
+//! - [`config`]: the config file: lookup, parsing, validation into a [`config::Config`];
+//! - [`schedule`]: when to refresh and retry, and whether a key is healthy (pure);
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
 //! - [`cli`]: the command line and the mapping of errors to exit codes.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod credentials;
 pub mod duration;
 pub mod inspect;
 pub mod key;
 pub mod keyfile;
 pub mod mint;
+pub mod notify;
+pub mod schedule;
 pub mod sink;
 pub mod time;
