@@ -1,6 +1,7 @@
 //! The command line: argument types, dispatch, and the one place where errors become
 //! exit codes (see "Exit codes" in the design contract).
 
+mod check;
 mod flags;
 mod inspect;
 mod mint;
@@ -51,6 +52,7 @@ pub use crate::config::LogFormat;
 enum Command {
     Mint(mint::MintArgs),
     Inspect(inspect::InspectArgs),
+    Check(check::CheckArgs),
 }
 
 /// Everything a command can fail with, each mapped to one exit code.
@@ -70,6 +72,8 @@ pub enum CliError {
     Mint(#[from] crate::mint::MintError),
     #[error("{0}")]
     Runtime(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl CliError {
@@ -82,6 +86,7 @@ impl CliError {
             Self::Credentials(_) => exit::CREDENTIALS,
             Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
             Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,
+            Self::Config(_) => exit::CONFIG,
         }
     }
 }
@@ -91,7 +96,7 @@ impl Cli {
     /// product stay quiet, long-running ones report their milestones.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Command::Mint(_) | Command::Inspect(_) => "warn",
+            Command::Mint(_) | Command::Inspect(_) | Command::Check(_) => "warn",
         }
     }
 
@@ -105,6 +110,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Mint(args) => mint::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Check(args) => check::run(args),
     }
 }
 
