@@ -7,5 +7,6 @@
 
 mod util;
 
+mod check;
 mod cli_mint;
 mod interop;
