@@ -70,6 +70,9 @@ pub struct SpannedError {
     pub span: Range<usize>,
     pub field: String,
     pub message: String,
+    /// Another place the message refers to (the first of two duplicates): its line
+    /// is appended when the error is located.
+    pub related: Option<Range<usize>>,
 }
 
 impl SpannedError {
@@ -78,18 +81,30 @@ impl SpannedError {
             span,
             field: field.into(),
             message: message.into(),
+            related: None,
         }
+    }
+
+    /// Points also at `span`, e.g. the first definition of a duplicate.
+    pub fn with_related(mut self, span: Range<usize>) -> Self {
+        self.related = Some(span);
+        self
     }
 
     /// Ties the error to `path`, whose text is `source`.
     pub fn locate(self, path: &Path, source: &str) -> ConfigError {
         let (line, column) = line_column(source, self.span.start);
+        let mut message = self.message;
+        if let Some(related) = self.related {
+            let (line, _) = line_column(source, related.start);
+            message.push_str(&format!(" (see line {line})"));
+        }
         ConfigError::Invalid(Box::new(Invalid {
             path: path.to_owned(),
             line,
             column,
             field: self.field,
-            message: self.message,
+            message,
         }))
     }
 }

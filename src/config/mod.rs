@@ -270,13 +270,13 @@ impl TryFrom<RawConfig> for Config {
                 "no [[key]] is configured; add at least one [[key]] with a name and a [[key.sink]]",
             ));
         }
-        let mut names: HashMap<KeyName, usize> = HashMap::new();
+        let mut names: HashMap<KeyName, (usize, Range<usize>)> = HashMap::new();
         let mut targets: HashMap<String, (String, Range<usize>)> = HashMap::new();
         let mut keys = Vec::with_capacity(raw.keys.len());
         for (index, key) in raw.keys.iter().enumerate() {
             let key = validate_key(index, key, &defaults)?;
             let (config, name_span) = key;
-            if let Some(first) = names.get(&config.name) {
+            if let Some((first, first_span)) = names.get(&config.name) {
                 return Err(SpannedError::new(
                     name_span,
                     format!("key {:?}", config.name.as_str()),
@@ -284,9 +284,10 @@ impl TryFrom<RawConfig> for Config {
                         "name {:?} is already used by key[{first}]; key names must be unique",
                         config.name.as_str(),
                     ),
-                ));
+                )
+                .with_related(first_span.clone()));
             }
-            names.insert(config.name.clone(), index);
+            names.insert(config.name.clone(), (index, name_span));
             keys.push(config);
         }
         // Two sinks writing the same target would race and overwrite each other.
@@ -316,14 +317,15 @@ impl TryFrom<RawConfig> for Config {
                         here,
                     ),
                 };
-                if let Some((first, _)) = targets.get(&target) {
+                if let Some((first, first_span)) = targets.get(&target) {
                     return Err(SpannedError::new(
                         span,
                         here.clone(),
                         format!(
                             "{target} is already written by {first}; every sink must have its own target"
                         ),
-                    ));
+                    )
+                    .with_related(first_span.clone()));
                 }
                 targets.insert(target, (here, span));
             }
@@ -471,26 +473,37 @@ fn validate_key(
         Some(v) => fraction(v, &field("jitter"), check_jitter)?.0,
         None => defaults.jitter.as_ref().map_or(DEFAULT_JITTER, |d| d.0),
     };
-    let (min_remaining, min_span, min_from) = match &raw.min_remaining {
-        Some(v) => {
+    // When min_remaining is explicit (here or in [defaults]) it is blamed; when it is
+    // the built-in default, the lifetime that is too short for it is.
+    let (min_remaining, min_blame) = match (&raw.min_remaining, &defaults.min_remaining) {
+        (Some(v), _) => {
             let (d, span) = spanned(v, &field("min_remaining"), parse_min_remaining)?;
-            (d, span, "")
+            (d, Some((span, "")))
         }
-        None => match &defaults.min_remaining {
-            Some((d, span)) => (*d, span.clone(), " (from [defaults])"),
-            None => (DEFAULT_MIN_REMAINING, key.span(), " (the default)"),
-        },
+        (None, Some((d, span))) => (*d, Some((span.clone(), " (from [defaults])"))),
+        (None, None) => (DEFAULT_MIN_REMAINING, None),
     };
     if min_remaining >= lifetime.0.get() {
-        return Err(SpannedError::new(
-            min_span,
-            field("min_remaining"),
-            format!(
-                "min_remaining {}{min_from} must be shorter than the lifetime {}: a key is re-minted at least min_remaining before it expires",
-                crate::duration::format(min_remaining),
-                lifetime.0
+        let shown = crate::duration::format(min_remaining);
+        return Err(match min_blame {
+            Some((span, from)) => SpannedError::new(
+                span,
+                field("min_remaining"),
+                format!(
+                    "min_remaining {shown}{from} must be shorter than the lifetime {}: a key is re-minted at least min_remaining before it expires",
+                    lifetime.0
+                ),
             ),
-        ));
+            None => SpannedError::new(
+                lifetime.1,
+                field("lifetime"),
+                format!(
+                    "lifetime {} is not longer than min_remaining {shown} (the default); {}",
+                    lifetime.0,
+                    suggest_min_remaining(lifetime.0)
+                ),
+            ),
+        });
     }
     let policy = RefreshPolicy::new(refresh_at, jitter, min_remaining)
         .map_err(|e| SpannedError::new(key.span(), field("policy"), e.to_string()))?;
@@ -827,6 +840,20 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
                 timeout,
             })
         }
+    }
+}
+
+/// What to do about a lifetime too short for the default `min_remaining`.
+fn suggest_min_remaining(lifetime: Lifetime) -> String {
+    // A quarter of the lifetime leaves room for refresh_at and jitter.
+    let quarter = Duration::from_secs(lifetime.get().as_secs() / 4);
+    if quarter >= Duration::from_secs(1) {
+        format!(
+            "set a shorter min_remaining, e.g. min_remaining = \"{}\"",
+            crate::duration::format(quarter)
+        )
+    } else {
+        "use a lifetime of at least 4s, or set min_remaining = \"1s\" with a lifetime of at least 2s".to_owned()
     }
 }
 

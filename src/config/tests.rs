@@ -292,7 +292,7 @@ fn paths_are_cleaned_and_compared_cleanly() {
          [[key]]\nname = \"b\"\n[[key.sink]]\ntype = \"env-file\"\npath = \"/run/./k.key\"\n",
         "10:8",
         "key \"b\": sink[0].path",
-        "file /run/k.key is already written by key \"a\": sink[0].path",
+        "file /run/k.key is already written by key \"a\": sink[0].path; every sink must have its own target (see line 5)",
     );
 }
 
@@ -421,8 +421,19 @@ fn min_remaining_must_be_shorter_than_the_lifetime() {
     // Inherited from [defaults]: blamed there, and says so.
     let text = format!("[defaults]\nmin_remaining = \"1h\"\n{}", key("lifetime = \"30m\""));
     assert_err(&text, "2:17", "key \"k\": min_remaining", "(from [defaults])");
-    // The built-in 5m against a short lifetime: blamed on the key.
-    assert_err(&key("lifetime = \"2m\""), "1:1", "key \"k\": min_remaining", "(the default)");
+    // The built-in 5m against a short lifetime: the lifetime is blamed.
+    assert_err(
+        &key("lifetime = \"2m\""),
+        "3:12",
+        "key \"k\": lifetime",
+        "lifetime 2m is not longer than min_remaining 5m (the default); set a shorter min_remaining, e.g. min_remaining = \"30s\"",
+    );
+    assert_err(
+        &format!("[defaults]\nlifetime = \"1m\"\n{}", key("")),
+        "2:12",
+        "key \"k\": lifetime",
+        "(the default)",
+    );
 }
 
 #[test]
@@ -457,7 +468,7 @@ fn key_level_errors() {
         "[[key]]\nname = \"a\"\n[[key.sink]]\ntype = \"keyring\"\n[[key]]\nname = \"a\"\n[[key.sink]]\ntype = \"keyring\"\naccount = \"other\"\n",
         "6:8",
         "key \"a\"",
-        "already used by key[0]",
+        "already used by key[0]; key names must be unique (see line 2)",
     );
     assert_err(
         "[[key]]\nname = \"lonely\"\n",
