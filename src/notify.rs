@@ -147,7 +147,10 @@ pub enum NotifySpec {
     SystemdUnit { unit: String, action: SystemdAction },
     /// Run a program (no shell) with the key name and expiry in its environment,
     /// never the key; killed after `timeout`.
-    Command { argv: Vec<String>, timeout: Duration },
+    Command {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 impl fmt::Display for NotifySpec {
@@ -242,7 +245,10 @@ mod tests {
     #[test]
     fn systemd_actions() {
         assert_eq!("reload".parse(), Ok(SystemdAction::Reload));
-        assert_eq!("reload-or-restart".parse(), Ok(SystemdAction::ReloadOrRestart));
+        assert_eq!(
+            "reload-or-restart".parse(),
+            Ok(SystemdAction::ReloadOrRestart)
+        );
         assert_eq!("USR1".parse(), Ok(SystemdAction::Signal(Signal::Usr1)));
         assert!("stop".parse::<SystemdAction>().is_err());
         assert!(validate_unit_name("myapp.service").is_ok());

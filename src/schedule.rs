@@ -253,7 +253,11 @@ pub fn next_refresh(
 /// `expiry − min_remaining`, or for a key capped by short credentials the end of its
 /// refresh jitter window. Past it, the key is not ready.
 pub fn renew_deadline(held: Validity, policy: &RefreshPolicy) -> SystemTime {
-    add(held.issued, policy.deadline_delay(held.lifetime()), held.expiry)
+    add(
+        held.issued,
+        policy.deadline_delay(held.lifetime()),
+        held.expiry,
+    )
 }
 
 /// Jittered exponential backoff between failed attempts.
@@ -414,7 +418,10 @@ mod tests {
     fn twelve_hour_key_refreshes_at_half_life_within_jitter_bounds() {
         let p = RefreshPolicy::default();
         let k = key(12 * HOUR);
-        assert_eq!(next_refresh(t0(), k, &p, JitterSample::ZERO), t0() + 6 * HOUR);
+        assert_eq!(
+            next_refresh(t0(), k, &p, JitterSample::ZERO),
+            t0() + 6 * HOUR
+        );
         // ±10 % of the 6 h delay: 5h24m … 6h36m.
         assert_eq!(
             next_refresh(t0(), k, &p, JitterSample::MIN),
@@ -434,8 +441,14 @@ mod tests {
         let p = RefreshPolicy::new(0.9, 0.5, 5 * MIN).unwrap();
         let k = key(HOUR);
         // Planned 54 min ± 27 min, but never after 55 min.
-        assert_eq!(next_refresh(t0(), k, &p, JitterSample::MAX), t0() + 55 * MIN);
-        assert_eq!(next_refresh(t0(), k, &p, JitterSample::MIN), t0() + 27 * MIN);
+        assert_eq!(
+            next_refresh(t0(), k, &p, JitterSample::MAX),
+            t0() + 55 * MIN
+        );
+        assert_eq!(
+            next_refresh(t0(), k, &p, JitterSample::MIN),
+            t0() + 27 * MIN
+        );
     }
 
     #[test]
@@ -443,8 +456,14 @@ mod tests {
         // Requested 12 h, but the credentials expire after 1 h: the 1 h is what counts.
         let p = RefreshPolicy::default();
         let k = key(HOUR);
-        assert_eq!(next_refresh(t0(), k, &p, JitterSample::ZERO), t0() + 30 * MIN);
-        assert_eq!(next_refresh(t0(), k, &p, JitterSample::MAX), t0() + 33 * MIN);
+        assert_eq!(
+            next_refresh(t0(), k, &p, JitterSample::ZERO),
+            t0() + 30 * MIN
+        );
+        assert_eq!(
+            next_refresh(t0(), k, &p, JitterSample::MAX),
+            t0() + 33 * MIN
+        );
         assert_eq!(renew_deadline(k, &p), t0() + 55 * MIN);
     }
 
@@ -454,7 +473,10 @@ mod tests {
         let k = key(15 * MIN);
         let at = next_refresh(t0(), k, &p, JitterSample::ZERO);
         assert_eq!(secs_after(at), 450.0);
-        assert_eq!(secs_after(next_refresh(t0(), k, &p, JitterSample::MAX)), 495.0);
+        assert_eq!(
+            secs_after(next_refresh(t0(), k, &p, JitterSample::MAX)),
+            495.0
+        );
         assert_eq!(renew_deadline(k, &p), t0() + 10 * MIN);
         assert!(!p.is_capped(k.lifetime()));
     }
@@ -466,8 +488,14 @@ mod tests {
         let k = key(2 * MIN);
         assert!(p.is_capped(k.lifetime()));
         assert_eq!(next_refresh(t0(), k, &p, JitterSample::ZERO), t0() + MIN);
-        assert_eq!(secs_after(next_refresh(t0(), k, &p, JitterSample::MIN)), 54.0);
-        assert_eq!(secs_after(next_refresh(t0(), k, &p, JitterSample::MAX)), 66.0);
+        assert_eq!(
+            secs_after(next_refresh(t0(), k, &p, JitterSample::MIN)),
+            54.0
+        );
+        assert_eq!(
+            secs_after(next_refresh(t0(), k, &p, JitterSample::MAX)),
+            66.0
+        );
         // Healthy until the end of its jitter window, never beyond the expiry.
         assert_eq!(secs_after(renew_deadline(k, &p)), 66.0);
         assert!(is_ready(t0() + MIN, Some(k), &p));
@@ -480,11 +508,17 @@ mod tests {
         let p = RefreshPolicy::default();
         let k = key(5 * MIN + 5 * S);
         assert!(p.is_capped(k.lifetime()));
-        assert_eq!(secs_after(next_refresh(t0(), k, &p, JitterSample::ZERO)), 152.5);
+        assert_eq!(
+            secs_after(next_refresh(t0(), k, &p, JitterSample::ZERO)),
+            152.5
+        );
         // A 5m10s key is guarded: 10 s is the smallest refresh delay the guard may force.
         let k = key(5 * MIN + 10 * S);
         assert!(!p.is_capped(k.lifetime()));
-        assert_eq!(secs_after(next_refresh(t0(), k, &p, JitterSample::ZERO)), 10.0);
+        assert_eq!(
+            secs_after(next_refresh(t0(), k, &p, JitterSample::ZERO)),
+            10.0
+        );
     }
 
     #[test]
@@ -518,7 +552,10 @@ mod tests {
         for failures in 1..40 {
             let at = retry_at(now, failures, Some(k), &p, &b, JitterSample::MIN);
             let delay = at.duration_since(now).unwrap();
-            assert!((MIN_OVERDUE_RETRY..=DEFAULT_OVERDUE_RETRY_MAX).contains(&delay), "{delay:?}");
+            assert!(
+                (MIN_OVERDUE_RETRY..=DEFAULT_OVERDUE_RETRY_MAX).contains(&delay),
+                "{delay:?}"
+            );
         }
     }
 
@@ -533,7 +570,10 @@ mod tests {
         assert!(is_ready(now, Some(k), &p));
         // A small step back after some time has passed: still at most the planned delay.
         let now = t0() + HOUR - 2 * MIN;
-        assert_eq!(next_refresh(now, k, &p, JitterSample::ZERO), t0() + 6 * HOUR);
+        assert_eq!(
+            next_refresh(now, k, &p, JitterSample::ZERO),
+            t0() + 6 * HOUR
+        );
     }
 
     #[test]
@@ -557,12 +597,21 @@ mod tests {
         let k = key(HOUR);
         // The refresh at 30 min failed for the 12th time, 54 min in: 1 min to the deadline.
         let now = t0() + 54 * MIN;
-        assert_eq!(retry_at(now, 12, Some(k), &p, &b, JitterSample::MAX), t0() + 55 * MIN);
+        assert_eq!(
+            retry_at(now, 12, Some(k), &p, &b, JitterSample::MAX),
+            t0() + 55 * MIN
+        );
         // Early failures are not stretched to the deadline.
-        assert_eq!(retry_at(now, 1, Some(k), &p, &b, JitterSample::MAX), now + S);
+        assert_eq!(
+            retry_at(now, 1, Some(k), &p, &b, JitterSample::MAX),
+            now + S
+        );
         // Past the deadline (4 min left on the key): at most every 30 s.
         let now = t0() + 56 * MIN;
-        assert_eq!(retry_at(now, 12, Some(k), &p, &b, JitterSample::MAX), now + 30 * S);
+        assert_eq!(
+            retry_at(now, 12, Some(k), &p, &b, JitterSample::MAX),
+            now + 30 * S
+        );
         assert!(!is_ready(now, Some(k), &p));
         assert!(!expires_by(k, now + 30 * S));
     }
@@ -573,7 +622,10 @@ mod tests {
         let b = Backoff::default();
         let now = t0();
         assert_eq!(retry_at(now, 1, None, &p, &b, JitterSample::MIN), now + S);
-        assert_eq!(retry_at(now, 20, None, &p, &b, JitterSample::MAX), now + 30 * S);
+        assert_eq!(
+            retry_at(now, 20, None, &p, &b, JitterSample::MAX),
+            now + 30 * S
+        );
         assert!(!is_ready(now, None, &p));
     }
 

@@ -38,8 +38,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
-    let location = config::locate_default(args.config.as_deref())?;
-    let config = config::load(&location.path)?;
+    let (location, config) = config::locate_and_load(args.config.as_deref())?;
     let out = if args.json {
         format!("{:#}\n", plan_json(&location, &config))
     } else {

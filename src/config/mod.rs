@@ -77,7 +77,9 @@ impl FromStr for LogFormat {
         match s {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
-            other => Err(format!("{other:?} is not a log format; use \"text\" or \"json\"")),
+            other => Err(format!(
+                "{other:?} is not a log format; use \"text\" or \"json\""
+            )),
         }
     }
 }
@@ -213,7 +215,10 @@ pub fn locate(
             config_home.map(|d| d.join("bedrock-keyd").join("config.toml")),
             ConfigOrigin::User,
         ),
-        (Some(PathBuf::from(SYSTEM_CONFIG_PATH)), ConfigOrigin::System),
+        (
+            Some(PathBuf::from(SYSTEM_CONFIG_PATH)),
+            ConfigOrigin::System,
+        ),
     ] {
         let Some(path) = path else { continue };
         if exists(&path) {
@@ -227,6 +232,15 @@ pub fn locate(
 /// [`locate`] with the process environment and file system.
 pub fn locate_default(explicit: Option<&Path>) -> Result<ConfigLocation, ConfigError> {
     locate(explicit, |v| std::env::var_os(v), Path::exists)
+}
+
+/// Finds the config ([`locate_default`]) and loads it: the start of `run`, `once` and
+/// `check`. A SIGHUP reload should [`load`] the same `location.path` again rather than
+/// look it up anew, so a reload never silently switches files.
+pub fn locate_and_load(explicit: Option<&Path>) -> Result<(ConfigLocation, Config), ConfigError> {
+    let location = locate_default(explicit)?;
+    let config = load(&location.path)?;
+    Ok((location, config))
 }
 
 /// Reads and validates the config at `path`.
@@ -359,7 +373,11 @@ impl TryFrom<RawDefaults> for Defaults {
             region: raw
                 .region
                 .as_ref()
-                .map(|v| spanned(v, &f("region"), |s| Region::new(s).map_err(|e| e.to_string())))
+                .map(|v| {
+                    spanned(v, &f("region"), |s| {
+                        Region::new(s).map_err(|e| e.to_string())
+                    })
+                })
                 .transpose()?,
             lifetime: raw
                 .lifetime
@@ -415,7 +433,10 @@ fn validate_key(
         .map(|p| p.get_ref().clone());
     let region = match &raw.region {
         Some(v) => Some(
-            spanned(v, &field("region"), |s| Region::new(s).map_err(|e| e.to_string()))?.0,
+            spanned(v, &field("region"), |s| {
+                Region::new(s).map_err(|e| e.to_string())
+            })?
+            .0,
         ),
         None => defaults.region.as_ref().map(|(r, _)| r.clone()),
     };
@@ -433,7 +454,9 @@ fn validate_key(
             return Err(SpannedError::new(
                 v.span(),
                 field(name),
-                format!("{name} is only allowed together with role_arn (it configures the role to assume)"),
+                format!(
+                    "{name} is only allowed together with role_arn (it configures the role to assume)"
+                ),
             ));
         }
     }
@@ -467,7 +490,10 @@ fn validate_key(
     };
     let refresh_at = match &raw.refresh_at {
         Some(v) => fraction(v, &field("refresh_at"), check_refresh_at)?.0,
-        None => defaults.refresh_at.as_ref().map_or(DEFAULT_REFRESH_AT, |d| d.0),
+        None => defaults
+            .refresh_at
+            .as_ref()
+            .map_or(DEFAULT_REFRESH_AT, |d| d.0),
     };
     let jitter = match &raw.jitter {
         Some(v) => fraction(v, &field("jitter"), check_jitter)?.0,
@@ -597,7 +623,10 @@ fn validate_sink(
         ("mode", raw.mode.as_ref().map(Spanned::span)),
         ("owner", raw.owner.as_ref().map(Spanned::span)),
         ("group", raw.group.as_ref().map(Spanned::span)),
-        ("follow_symlinks", raw.follow_symlinks.as_ref().map(Spanned::span)),
+        (
+            "follow_symlinks",
+            raw.follow_symlinks.as_ref().map(Spanned::span),
+        ),
         (
             "allow_world_readable",
             raw.allow_world_readable.as_ref().map(Spanned::span),
@@ -648,7 +677,10 @@ fn validate_sink(
         Some(v) => spanned(v, &field("mode"), |s| s.parse::<FileMode>())?,
         None => (DEFAULT_MODE, sink.span()),
     };
-    let allow_world_readable = raw.allow_world_readable.as_ref().is_some_and(|v| *v.get_ref());
+    let allow_world_readable = raw
+        .allow_world_readable
+        .as_ref()
+        .is_some_and(|v| *v.get_ref());
     if mode.0.world_readable() && !allow_world_readable {
         return Err(SpannedError::new(
             mode.1,
@@ -758,19 +790,21 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
         .map(|(s, _)| s);
     match target {
         "pid_file" => {
-            let path = raw.pid_file.as_ref().map(|v| spanned(v, &field("pid_file"), validate_path));
+            let path = raw
+                .pid_file
+                .as_ref()
+                .map(|v| spanned(v, &field("pid_file"), validate_path));
             Ok(NotifySpec::PidFile {
                 path: path.transpose()?.map(|(p, _)| p).unwrap_or_default(),
                 signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
             })
         }
         "process" => {
-            let name = raw
-                .process
-                .as_ref()
-                .map(|v| spanned(v, &field("process"), |s| {
+            let name = raw.process.as_ref().map(|v| {
+                spanned(v, &field("process"), |s| {
                     notify::validate_process_name(s).map(|()| s.to_owned())
-                }));
+                })
+            });
             Ok(NotifySpec::Process {
                 name: name.transpose()?.map(|(n, _)| n).unwrap_or_default(),
                 signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
@@ -780,9 +814,11 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
             let unit = raw
                 .systemd_unit
                 .as_ref()
-                .map(|v| spanned(v, &field("systemd_unit"), |s| {
-                    notify::validate_unit_name(s).map(|()| s.to_owned())
-                }))
+                .map(|v| {
+                    spanned(v, &field("systemd_unit"), |s| {
+                        notify::validate_unit_name(s).map(|()| s.to_owned())
+                    })
+                })
                 .transpose()?
                 .map(|(u, _)| u)
                 .unwrap_or_default();
@@ -820,19 +856,21 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
                 ));
             }
             let timeout = match &raw.timeout {
-                Some(v) => spanned(v, &field("timeout"), |s| {
-                    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
-                    if d < Duration::from_secs(1) || d > notify::MAX_COMMAND_TIMEOUT {
-                        Err(format!(
-                            "{} is outside 1s … {}",
-                            crate::duration::format(d),
-                            crate::duration::format(notify::MAX_COMMAND_TIMEOUT)
-                        ))
-                    } else {
-                        Ok(d)
-                    }
-                })?
-                .0,
+                Some(v) => {
+                    spanned(v, &field("timeout"), |s| {
+                        let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
+                        if d < Duration::from_secs(1) || d > notify::MAX_COMMAND_TIMEOUT {
+                            Err(format!(
+                                "{} is outside 1s … {}",
+                                crate::duration::format(d),
+                                crate::duration::format(notify::MAX_COMMAND_TIMEOUT)
+                            ))
+                        } else {
+                            Ok(d)
+                        }
+                    })?
+                    .0
+                }
                 None => notify::DEFAULT_COMMAND_TIMEOUT,
             };
             Ok(NotifySpec::Command {
@@ -925,7 +963,9 @@ fn validate_listen(value: &Spanned<String>) -> Result<SocketAddr, SpannedError> 
 fn validate_profile(value: &Spanned<String>, field: &str) -> Result<(), SpannedError> {
     spanned(value, field, |s| {
         if s.trim().is_empty() || s.chars().any(|c| c.is_control() || c == '[' || c == ']') {
-            Err(format!("{s:?} is not a profile name (as in ~/.aws/config, e.g. \"prod\")"))
+            Err(format!(
+                "{s:?} is not a profile name (as in ~/.aws/config, e.g. \"prod\")"
+            ))
         } else {
             Ok(())
         }
@@ -942,7 +982,9 @@ fn validate_role_arn(s: &str) -> Result<String, String> {
         && parts[2] == "iam"
         && parts[4].len() == 12
         && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5].strip_prefix("role/").is_some_and(|n| !n.is_empty());
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty());
     if ok {
         Ok(s.to_owned())
     } else {

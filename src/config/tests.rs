@@ -23,7 +23,10 @@ fn err(text: &str) -> String {
 fn assert_err(text: &str, line_col: &str, field: &str, needle: &str) {
     let e = err(text);
     let prefix = format!("{PATH}:{line_col}: {field}: ");
-    assert!(e.starts_with(&prefix), "expected prefix {prefix:?}, got:\n{e}");
+    assert!(
+        e.starts_with(&prefix),
+        "expected prefix {prefix:?}, got:\n{e}"
+    );
     assert!(e.contains(needle), "expected {needle:?} in:\n{e}");
 }
 
@@ -186,7 +189,10 @@ min_remaining = "2m"
 "#);
     let a = &c.keys[0];
     assert_eq!(a.source.profile.as_deref(), Some("shared"));
-    assert_eq!(a.source.region.as_ref().map(Region::as_str), Some("eu-west-1"));
+    assert_eq!(
+        a.source.region.as_ref().map(Region::as_str),
+        Some("eu-west-1")
+    );
     assert_eq!(a.lifetime.get(), Duration::from_secs(3600));
     assert_eq!(
         a.policy,
@@ -194,7 +200,10 @@ min_remaining = "2m"
     );
     let b = &c.keys[1];
     assert_eq!(b.source.profile.as_deref(), Some("own"));
-    assert_eq!(b.source.region.as_ref().map(Region::as_str), Some("us-east-2"));
+    assert_eq!(
+        b.source.region.as_ref().map(Region::as_str),
+        Some("us-east-2")
+    );
     assert_eq!(b.lifetime.get(), Duration::from_secs(1800));
     assert_eq!(
         b.policy,
@@ -230,8 +239,7 @@ fn built_in_defaults() {
 
 #[test]
 fn notify_defaults_and_variants() {
-    let c = ok(&key(
-        r#"
+    let c = ok(&key(r#"
   [[key.notify]]
   pid_file = "/run/app.pid"
   [[key.notify]]
@@ -247,8 +255,7 @@ fn notify_defaults_and_variants() {
   action = "HUP"
   [[key.notify]]
   command = ["/bin/reload", "--all"]
-"#,
-    ));
+"#));
     assert_eq!(
         c.keys[0].notify,
         vec![
@@ -282,7 +289,8 @@ fn notify_defaults_and_variants() {
 
 #[test]
 fn paths_are_cleaned_and_compared_cleanly() {
-    let c = ok("[[key]]\nname = \"k\"\n[[key.sink]]\ntype = \"file\"\npath = \"/run//x/./k.key\"\n");
+    let c =
+        ok("[[key]]\nname = \"k\"\n[[key.sink]]\ntype = \"file\"\npath = \"/run//x/./k.key\"\n");
     let SinkSpec::File(f) = &c.keys[0].sinks[0] else {
         panic!()
     };
@@ -419,8 +427,16 @@ fn min_remaining_must_be_shorter_than_the_lifetime() {
         "min_remaining 5m must be shorter than the lifetime 5m",
     );
     // Inherited from [defaults]: blamed there, and says so.
-    let text = format!("[defaults]\nmin_remaining = \"1h\"\n{}", key("lifetime = \"30m\""));
-    assert_err(&text, "2:17", "key \"k\": min_remaining", "(from [defaults])");
+    let text = format!(
+        "[defaults]\nmin_remaining = \"1h\"\n{}",
+        key("lifetime = \"30m\"")
+    );
+    assert_err(
+        &text,
+        "2:17",
+        "key \"k\": min_remaining",
+        "(from [defaults])",
+    );
     // The built-in 5m against a short lifetime: the lifetime is blamed.
     assert_err(
         &key("lifetime = \"2m\""),
@@ -459,7 +475,10 @@ fn role_fields() {
     let c = ok(&key(
         "role_arn = \"arn:aws-cn:iam::123456789012:role/path/x\"\nrole_session_name = \"keyd@host\"",
     ));
-    assert_eq!(c.keys[0].source.role_session_name.as_deref(), Some("keyd@host"));
+    assert_eq!(
+        c.keys[0].source.role_session_name.as_deref(),
+        Some("keyd@host")
+    );
 }
 
 #[test]
@@ -476,8 +495,18 @@ fn key_level_errors() {
         "key \"lonely\"",
         "has no [[key.sink]]",
     );
-    assert_err("[[key]]\nprofile = \"p\"\n", "1:1", "key[0]", "missing field `name`");
-    assert_err("log_format = \"json\"\n", "1:1", "key", "no [[key]] is configured");
+    assert_err(
+        "[[key]]\nprofile = \"p\"\n",
+        "1:1",
+        "key[0]",
+        "missing field `name`",
+    );
+    assert_err(
+        "log_format = \"json\"\n",
+        "1:1",
+        "key",
+        "no [[key]] is configured",
+    );
     // Two keyring sinks on the same entry.
     assert_err(
         "[[key]]\nname = \"a\"\n[[key.sink]]\ntype = \"keyring\"\naccount = \"x\"\n\
@@ -497,8 +526,18 @@ fn sink_errors() {
         "key \"k\": sink[0].type",
         "\"s3\" is not a sink type; use \"file\", \"env-file\" or \"keyring\"",
     );
-    assert_err(&sink("type = \"file\""), "3:1", "key \"k\": sink[0]", "missing field `path`");
-    assert_err(&sink("path = \"/x\""), "3:1", "key \"k\": sink[0]", "missing field `type`");
+    assert_err(
+        &sink("type = \"file\""),
+        "3:1",
+        "key \"k\": sink[0]",
+        "missing field `path`",
+    );
+    assert_err(
+        &sink("path = \"/x\""),
+        "3:1",
+        "key \"k\": sink[0]",
+        "missing field `type`",
+    );
     assert_err(
         &sink("type = \"file\"\npath = \"run/k.key\""),
         "5:8",
@@ -535,7 +574,9 @@ fn sink_errors() {
         "key \"k\": sink[0].mode",
         "lets every user on the machine read the key",
     );
-    let c = ok(&sink("type = \"file\"\npath = \"/x\"\nmode = \"0644\"\nallow_world_readable = true"));
+    let c = ok(&sink(
+        "type = \"file\"\npath = \"/x\"\nmode = \"0644\"\nallow_world_readable = true",
+    ));
     let SinkSpec::File(f) = &c.keys[0].sinks[0] else {
         panic!()
     };
@@ -682,8 +723,16 @@ fn lookup_order() {
     };
 
     // --config wins, whether or not it exists.
-    let l = locate(Some(Path::new("/x.toml")), env(&[(CONFIG_ENV_VAR, "/y")]), none).unwrap();
-    assert_eq!((l.path, l.origin), (PathBuf::from("/x.toml"), ConfigOrigin::Flag));
+    let l = locate(
+        Some(Path::new("/x.toml")),
+        env(&[(CONFIG_ENV_VAR, "/y")]),
+        none,
+    )
+    .unwrap();
+    assert_eq!(
+        (l.path, l.origin),
+        (PathBuf::from("/x.toml"), ConfigOrigin::Flag)
+    );
     // Then the variable (empty counts as unset).
     assert_eq!(
         found(&[(CONFIG_ENV_VAR, "/y.toml")], &none).unwrap(),
@@ -691,12 +740,26 @@ fn lookup_order() {
     );
     // Then XDG_CONFIG_HOME, then ~/.config, then /etc — the first that exists.
     assert_eq!(
-        found(&[(CONFIG_ENV_VAR, ""), ("XDG_CONFIG_HOME", "/xdg"), ("HOME", "/h")], &all).unwrap(),
-        (PathBuf::from("/xdg/bedrock-keyd/config.toml"), ConfigOrigin::User)
+        found(
+            &[
+                (CONFIG_ENV_VAR, ""),
+                ("XDG_CONFIG_HOME", "/xdg"),
+                ("HOME", "/h")
+            ],
+            &all
+        )
+        .unwrap(),
+        (
+            PathBuf::from("/xdg/bedrock-keyd/config.toml"),
+            ConfigOrigin::User
+        )
     );
     assert_eq!(
         found(&[("XDG_CONFIG_HOME", "relative"), ("HOME", "/h")], &all).unwrap(),
-        (PathBuf::from("/h/.config/bedrock-keyd/config.toml"), ConfigOrigin::User)
+        (
+            PathBuf::from("/h/.config/bedrock-keyd/config.toml"),
+            ConfigOrigin::User
+        )
     );
     let only_etc = |p: &Path| p == Path::new(SYSTEM_CONFIG_PATH);
     assert_eq!(
@@ -718,8 +781,13 @@ fn load_reads_files_and_names_them() {
     std::fs::write(&path, key("region = \"bad region\"")).unwrap();
     let e = load(&path).unwrap_err().to_string();
     assert!(e.starts_with(&format!("{}:3:10: ", path.display())), "{e}");
-    let e = load(&dir.path().join("missing.toml")).unwrap_err().to_string();
-    assert!(e.contains("missing.toml: cannot read the config file"), "{e}");
+    let e = load(&dir.path().join("missing.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("missing.toml: cannot read the config file"),
+        "{e}"
+    );
     std::fs::write(&path, key("")).unwrap();
     assert_eq!(load(&path).unwrap().keys.len(), 1);
 }

@@ -109,7 +109,9 @@ fn broken_configs_exit_78_naming_file_line_and_field() {
     let cases: Vec<(&str, String, usize, &str, &str)> = vec![
         (
             "typo'd field",
-            format!("[[key]]\nname = \"k\"\n  [[key.sink]]\n  type = \"file\"\n  pathh = \"{d}/k.key\"\n"),
+            format!(
+                "[[key]]\nname = \"k\"\n  [[key.sink]]\n  type = \"file\"\n  pathh = \"{d}/k.key\"\n"
+            ),
             5,
             "key \"k\": sink[0].pathh",
             "unknown field `pathh`, expected one of `type`, `path`",
@@ -171,7 +173,8 @@ fn broken_configs_exit_78_naming_file_line_and_field() {
         ),
         (
             "relative path",
-            "[[key]]\nname = \"k\"\n  [[key.sink]]\n  type = \"file\"\n  path = \"run/k.key\"\n".to_owned(),
+            "[[key]]\nname = \"k\"\n  [[key.sink]]\n  type = \"file\"\n  path = \"run/k.key\"\n"
+                .to_owned(),
             5,
             "key \"k\": sink[0].path",
             "relative path",
@@ -241,7 +244,10 @@ fn broken_configs_exit_78_naming_file_line_and_field() {
         ),
         (
             "bad signal",
-            format!("{}  [[key.notify]]\n  process = \"app\"\n  signal = \"KILL\"\n", one_key(&dir, "")),
+            format!(
+                "{}  [[key.notify]]\n  process = \"app\"\n  signal = \"KILL\"\n",
+                one_key(&dir, "")
+            ),
             9,
             "key \"k\": notify[0].signal",
             "not an accepted signal",
@@ -322,7 +328,12 @@ fn broken_configs_exit_78_naming_file_line_and_field() {
 fn a_toml_syntax_error_exits_78_with_its_location() {
     let env = TestEnv::new();
     let path = write_config(&env, "c.toml", "[[key]]\nname = \"k\n");
-    let out = env.cmd().args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(util::stderr(&out).contains(&format!("{}:2:", path.display())));
 }
@@ -444,7 +455,9 @@ fn lookup_order_from_the_environment() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
-    assert!(util::stderr(&out).contains("/nonexistent/bedrock-keyd.toml: cannot read the config file"));
+    assert!(
+        util::stderr(&out).contains("/nonexistent/bedrock-keyd.toml: cannot read the config file")
+    );
 }
 
 #[test]
@@ -460,5 +473,8 @@ fn no_config_anywhere_says_where_it_looked() {
     assert_eq!(out.status.code(), Some(78));
     let stderr = util::stderr(&out);
     assert!(stderr.contains("no config file found"), "{stderr}");
-    assert!(stderr.contains(".config/bedrock-keyd/config.toml"), "{stderr}");
+    assert!(
+        stderr.contains(".config/bedrock-keyd/config.toml"),
+        "{stderr}"
+    );
 }
