@@ -220,7 +220,7 @@ fn format_name(f: FileFormat) -> &'static str {
 /// The plan as JSON, for scripts.
 pub fn plan_json(location: &ConfigLocation, config: &Config) -> Value {
     json!({
-        "config": location.path,
+        "config": location.path.display().to_string(),
         "origin": origin(location.origin),
         "log_format": config.log_format.map(|f| f.to_string()),
         "listen": config.listen.map(|a| a.to_string()),
@@ -248,14 +248,14 @@ fn key_json(key: &KeyConfig) -> Value {
             SinkSpec::File(f) => {
                 let mut v = access_json(&f.access);
                 v["type"] = json!("file");
-                v["path"] = json!(f.path);
+                v["path"] = json!(f.path.display().to_string());
                 v["format"] = json!(format_name(f.format));
                 v
             }
             SinkSpec::EnvFile(e) => {
                 let mut v = access_json(&e.access);
                 v["type"] = json!("env-file");
-                v["path"] = json!(e.path);
+                v["path"] = json!(e.path.display().to_string());
                 v["variable"] = json!(e.variable);
                 v
             }
@@ -269,7 +269,7 @@ fn key_json(key: &KeyConfig) -> Value {
         .iter()
         .map(|n| match n {
             NotifySpec::PidFile { path, signal } => {
-                json!({"type": "pid_file", "path": path, "signal": signal.to_string()})
+                json!({"type": "pid_file", "path": path.display().to_string(), "signal": signal.to_string()})
             }
             NotifySpec::Process { name, signal } => {
                 json!({"type": "process", "name": name, "signal": signal.to_string()})

@@ -115,8 +115,10 @@ pub fn from_toml(err: &toml::de::Error, path: &Path, source: &str) -> ConfigErro
     let (line, column) = line_column(source, offset);
     let located = locate_field(source, offset);
     let mut message = err.message().trim().to_owned();
-    if let Some(hint) = located.leaf.as_deref().and_then(type_hint)
-        && message.starts_with("invalid type")
+    if message.starts_with("invalid type")
+        && let Some(hint) = located
+            .structure_hint()
+            .or_else(|| located.leaf.as_deref().and_then(type_hint))
     {
         message.push_str("; ");
         message.push_str(hint);
@@ -181,6 +183,27 @@ struct Located {
 }
 
 impl Located {
+    /// For a table written with the wrong brackets or in the wrong place.
+    fn structure_hint(&self) -> Option<&'static str> {
+        let Table::Other(key, name) = &self.table else {
+            return None;
+        };
+        match (key, name.as_str(), &self.leaf) {
+            (_, "key", None) => Some("write [[key]] (double brackets: there may be many keys)"),
+            (None, "key.sink" | "key.notify", None) => Some(
+                "a [[key.sink]] or [[key.notify]] belongs under the [[key]] it is for; add that [[key]] above it",
+            ),
+            (Some(_), "sink", None) => {
+                Some("write [[key.sink]] (double brackets: a key may have many sinks)")
+            }
+            (Some(_), "notify", None) => {
+                Some("write [[key.notify]] (double brackets: a key may have many notifications)")
+            }
+            (_, "defaults", None) => Some("write [defaults] (single brackets: there is one)"),
+            _ => None,
+        }
+    }
+
     fn render(&self) -> String {
         let key = |i: usize| match self.names.get(i).and_then(|n| n.as_deref()) {
             Some(name) => format!("key {name:?}"),

@@ -744,7 +744,7 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
             return Err(SpannedError::new(
                 notify.span(),
                 here,
-                "says whom to notify with none of pid_file, process, systemd_unit or command; set exactly one",
+                "names no one to notify: set exactly one of pid_file, process, systemd_unit or command",
             ));
         }
         [first, second, ..] => {
@@ -788,96 +788,84 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
         .map(|v| spanned(v, &field("signal"), |s| s.parse::<Signal>()))
         .transpose()?
         .map(|(s, _)| s);
-    match target {
-        "pid_file" => {
-            let path = raw
-                .pid_file
-                .as_ref()
-                .map(|v| spanned(v, &field("pid_file"), validate_path));
-            Ok(NotifySpec::PidFile {
-                path: path.transpose()?.map(|(p, _)| p).unwrap_or_default(),
-                signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
-            })
-        }
-        "process" => {
-            let name = raw.process.as_ref().map(|v| {
-                spanned(v, &field("process"), |s| {
-                    notify::validate_process_name(s).map(|()| s.to_owned())
-                })
-            });
-            Ok(NotifySpec::Process {
-                name: name.transpose()?.map(|(n, _)| n).unwrap_or_default(),
-                signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
-            })
-        }
-        "systemd_unit" => {
-            let unit = raw
-                .systemd_unit
-                .as_ref()
-                .map(|v| {
-                    spanned(v, &field("systemd_unit"), |s| {
-                        notify::validate_unit_name(s).map(|()| s.to_owned())
-                    })
-                })
-                .transpose()?
-                .map(|(u, _)| u)
-                .unwrap_or_default();
-            let action = match (&raw.action, signal) {
-                (Some(a), Some(_)) => {
-                    return Err(SpannedError::new(
-                        a.span(),
-                        field("action"),
-                        "set either action or signal, not both (action = \"HUP\" also sends a signal)",
-                    ));
-                }
-                (Some(a), None) => spanned(a, &field("action"), |s| s.parse::<SystemdAction>())?.0,
-                (None, Some(sig)) => SystemdAction::Signal(sig),
-                (None, None) => notify::DEFAULT_SYSTEMD_ACTION,
-            };
-            Ok(NotifySpec::SystemdUnit { unit, action })
-        }
-        _ => {
-            let Some(command) = &raw.command else {
-                return Err(SpannedError::new(notify.span(), here, "missing command"));
-            };
-            let argv = command.get_ref();
-            if argv.is_empty() || argv[0].trim().is_empty() {
+
+    // Exactly one target is set (checked above); take it.
+    if let Some(v) = &raw.pid_file {
+        return Ok(NotifySpec::PidFile {
+            path: spanned(v, &field("pid_file"), validate_path)?.0,
+            signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
+        });
+    }
+    if let Some(v) = &raw.process {
+        let name = spanned(v, &field("process"), |s| {
+            notify::validate_process_name(s).map(|()| s.to_owned())
+        })?;
+        return Ok(NotifySpec::Process {
+            name: name.0,
+            signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
+        });
+    }
+    if let Some(v) = &raw.systemd_unit {
+        let unit = spanned(v, &field("systemd_unit"), |s| {
+            notify::validate_unit_name(s).map(|()| s.to_owned())
+        })?
+        .0;
+        let action = match (&raw.action, signal) {
+            (Some(a), Some(_)) => {
                 return Err(SpannedError::new(
-                    command.span(),
-                    field("command"),
-                    "is empty; give the program and its arguments, e.g. [\"/usr/local/bin/app-reload\", \"--quiet\"] (no shell is involved)",
+                    a.span(),
+                    field("action"),
+                    "set either action or signal, not both (action = \"HUP\" also sends a signal)",
                 ));
             }
-            if let Some(bad) = argv.iter().find(|a| a.contains('\0')) {
-                return Err(SpannedError::new(
-                    command.span(),
-                    field("command"),
-                    format!("argument {bad:?} contains a NUL byte"),
-                ));
-            }
-            let timeout = match &raw.timeout {
-                Some(v) => {
-                    spanned(v, &field("timeout"), |s| {
-                        let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
-                        if d < Duration::from_secs(1) || d > notify::MAX_COMMAND_TIMEOUT {
-                            Err(format!(
-                                "{} is outside 1s … {}",
-                                crate::duration::format(d),
-                                crate::duration::format(notify::MAX_COMMAND_TIMEOUT)
-                            ))
-                        } else {
-                            Ok(d)
-                        }
-                    })?
-                    .0
-                }
-                None => notify::DEFAULT_COMMAND_TIMEOUT,
-            };
-            Ok(NotifySpec::Command {
-                argv: argv.clone(),
-                timeout,
-            })
-        }
+            (Some(a), None) => spanned(a, &field("action"), |s| s.parse::<SystemdAction>())?.0,
+            (None, Some(sig)) => SystemdAction::Signal(sig),
+            (None, None) => notify::DEFAULT_SYSTEMD_ACTION,
+        };
+        return Ok(NotifySpec::SystemdUnit { unit, action });
+    }
+    let Some(command) = &raw.command else {
+        return Err(SpannedError::new(
+            notify.span(),
+            here,
+            "no notification target",
+        ));
+    };
+    let argv = command.get_ref();
+    if argv.first().is_none_or(|program| program.trim().is_empty()) {
+        return Err(SpannedError::new(
+            command.span(),
+            field("command"),
+            "is empty; give the program and its arguments, e.g. [\"/usr/local/bin/app-reload\", \"--quiet\"] (no shell is involved)",
+        ));
+    }
+    if let Some(bad) = argv.iter().find(|a| a.contains('\0')) {
+        return Err(SpannedError::new(
+            command.span(),
+            field("command"),
+            format!("argument {bad:?} contains a NUL byte"),
+        ));
+    }
+    let timeout = match &raw.timeout {
+        Some(v) => spanned(v, &field("timeout"), parse_command_timeout)?.0,
+        None => notify::DEFAULT_COMMAND_TIMEOUT,
+    };
+    Ok(NotifySpec::Command {
+        argv: argv.clone(),
+        timeout,
+    })
+}
+
+fn parse_command_timeout(s: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > notify::MAX_COMMAND_TIMEOUT {
+        Err(format!(
+            "{} is outside 1s … {}",
+            crate::duration::format(d),
+            crate::duration::format(notify::MAX_COMMAND_TIMEOUT)
+        ))
+    } else {
+        Ok(d)
     }
 }
 

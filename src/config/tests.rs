@@ -337,6 +337,31 @@ fn parser_errors_name_line_column_and_field() {
         "key \"k\": snk",
         "unknown field `snk`",
     );
+    // Tables with the wrong brackets or in the wrong place.
+    assert_err(
+        "[key]\nname = \"a\"\n",
+        "1:1",
+        "key",
+        "write [[key]] (double brackets",
+    );
+    assert_err(
+        "[[key.sink]]\ntype = \"file\"\n",
+        "1:3",
+        "key.sink",
+        "add that [[key]] above it",
+    );
+    assert_err(
+        "[[key]]\nname = \"a\"\n[key.sink]\ntype = \"file\"\n",
+        "3:1",
+        "key \"a\": sink",
+        "write [[key.sink]]",
+    );
+    assert_err(
+        "[[defaults]]\nregion = \"x\"\n",
+        "1:1",
+        "defaults",
+        "write [defaults] (single brackets",
+    );
     let syntax = err("listen = \"127.0.0.1:9464\nx = 1\n");
     assert!(syntax.starts_with(&format!("{PATH}:1:")), "{syntax}");
 }
@@ -662,7 +687,7 @@ fn notify_errors() {
         &n("signal = \"HUP\""),
         "3:3",
         "key \"k\": notify[0]",
-        "none of pid_file, process, systemd_unit or command",
+        "names no one to notify: set exactly one of pid_file, process, systemd_unit or command",
     );
     assert_err(
         &n("pid_file = \"/a.pid\"\nprocess = \"a\""),
