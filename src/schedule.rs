@@ -640,6 +640,64 @@ mod tests {
         assert!(draws.iter().any(|d| *d < 0.0) && draws.iter().any(|d| *d > 0.0));
     }
 
+    /// 48 hours of a key whose credentials last 10 minutes (renewed at each mint):
+    /// every refresh comes before `expiry − min_remaining`, the sinks never hold an
+    /// expired key, and the number of mints is what the policy predicts.
+    #[test]
+    fn forty_eight_hours_of_ten_minute_credentials() {
+        let p = RefreshPolicy::default();
+        let end = t0() + 48 * HOUR;
+        let run = |jitter: &dyn Fn() -> JitterSample| {
+            let mut now = t0();
+            let mut held = key(10 * MIN);
+            let mut mints = 1u32;
+            while now < end {
+                let next = next_refresh(now, held, &p, jitter());
+                assert!(next > now && next <= held.expiry - p.min_remaining());
+                assert!(is_ready(now, Some(held), &p));
+                now = next;
+                held = Validity::new(now, now + 10 * MIN);
+                mints += 1;
+            }
+            mints
+        };
+        // 10 min credentials: planned at 5m ± 30s, capped at 5m (expiry − 5m).
+        assert_eq!(run(&|| JitterSample::ZERO), 48 * 12 + 1);
+        assert_eq!(run(&|| JitterSample::MAX), 48 * 12 + 1);
+        // Only the early half of the window is reachable: 4m30s … 5m between mints.
+        let random = run(&JitterSample::random);
+        assert!(
+            (48 * 12 + 1..=48 * 60 * 60 / 270 + 1).contains(&random),
+            "{random}"
+        );
+    }
+
+    /// A credential outage after a refresh point: retries never let the key lapse
+    /// while the outage is shorter than the time the key had left.
+    #[test]
+    fn an_outage_shorter_than_the_remaining_validity_is_ridden_out() {
+        let p = RefreshPolicy::default();
+        let b = Backoff::default();
+        let held = key(HOUR);
+        let outage_ends = t0() + 50 * MIN;
+        let mut now = next_refresh(t0(), held, &p, JitterSample::ZERO);
+        let mut failures = 0;
+        while now < outage_ends {
+            failures += 1;
+            let next = retry_at(now, failures, Some(held), &p, &b, JitterSample::MAX);
+            assert!(
+                next <= renew_deadline(held, &p),
+                "{failures}: sleeps past the deadline"
+            );
+            now = next;
+        }
+        assert!(now < held.expiry && is_ready(now, Some(held), &p));
+        // 1 s, 2 s, … 256 s (8m31s in all), then every 5 minutes: 12 failed attempts
+        // in the 20-minute outage, and the first attempt after it comes at 53m31s.
+        assert_eq!(failures, 12);
+        assert_eq!(now, t0() + 53 * MIN + 31 * S);
+    }
+
     fn policies() -> impl Strategy<Value = RefreshPolicy> {
         (0.01f64..0.99, 0.0f64..=0.5, 1u64..7200)
             .prop_map(|(r, j, m)| RefreshPolicy::new(r, j, Duration::from_secs(m)).unwrap())
