@@ -288,8 +288,7 @@ impl TryFrom<RawConfig> for Config {
         let mut targets: HashMap<String, (String, Range<usize>)> = HashMap::new();
         let mut keys = Vec::with_capacity(raw.keys.len());
         for (index, key) in raw.keys.iter().enumerate() {
-            let key = validate_key(index, key, &defaults)?;
-            let (config, name_span) = key;
+            let (config, name_span) = validate_key(index, key, &defaults)?;
             if let Some((first, first_span)) = names.get(&config.name) {
                 return Err(SpannedError::new(
                     name_span,
@@ -305,12 +304,12 @@ impl TryFrom<RawConfig> for Config {
             keys.push(config);
         }
         // Two sinks writing the same target would race and overwrite each other.
-        for (index, key) in raw.keys.iter().enumerate() {
-            let label = format!("key {:?}", keys[index].name.as_str());
-            for (j, (spec, raw_sink)) in keys[index]
+        for (key, raw_key) in keys.iter().zip(raw.keys.iter()) {
+            let label = format!("key {:?}", key.name.as_str());
+            for (j, (spec, raw_sink)) in key
                 .sinks
                 .iter()
-                .zip(key.get_ref().sinks.iter())
+                .zip(raw_key.get_ref().sinks.iter())
                 .enumerate()
             {
                 let here = format!("{label}: sink[{j}]");
