@@ -117,6 +117,74 @@ pub struct KeyConfig {
     pub notify: Vec<NotifySpec>,
 }
 
+impl Config {
+    /// A config of one key, for the config-free single-key mode (key flags).
+    pub fn single(key: KeyConfig) -> Self {
+        Self {
+            log_format: None,
+            listen: None,
+            keys: vec![key],
+        }
+    }
+
+    /// The key named `name`.
+    pub fn key(&self, name: &str) -> Option<&KeyConfig> {
+        self.keys.iter().find(|k| k.name.as_str() == name)
+    }
+}
+
+impl KeyConfig {
+    /// Builds a key outside the config file (from the command line's key flags) with
+    /// the checks the file gets: at least one sink, no two sinks with the same target,
+    /// `min_remaining` shorter than the lifetime. Each part is already validated by
+    /// its own type.
+    pub fn new(
+        name: KeyName,
+        source: SourceSpec,
+        lifetime: Lifetime,
+        policy: RefreshPolicy,
+        sinks: Vec<SinkSpec>,
+        notify: Vec<NotifySpec>,
+    ) -> Result<Self, String> {
+        if sinks.is_empty() {
+            return Err("no sink: give --file, --env-file or --keyring".to_owned());
+        }
+        let mut seen = Vec::with_capacity(sinks.len());
+        for sink in &sinks {
+            let target = sink_target(sink);
+            if seen.contains(&target) {
+                return Err(format!("{target} is given twice"));
+            }
+            seen.push(target);
+        }
+        if policy.min_remaining() >= lifetime.get() {
+            return Err(format!(
+                "min_remaining {} must be shorter than the lifetime {lifetime}",
+                crate::duration::format(policy.min_remaining())
+            ));
+        }
+        Ok(Self {
+            name,
+            source,
+            lifetime,
+            policy,
+            sinks,
+            notify,
+        })
+    }
+}
+
+/// What a sink writes to, for duplicate detection: `file /run/x.key` (file and
+/// env-file sinks share the namespace: both write the file) or `keyring service:account`.
+pub fn sink_target(sink: &SinkSpec) -> String {
+    match sink {
+        SinkSpec::File(FileSpec { path, .. }) | SinkSpec::EnvFile(EnvFileSpec { path, .. }) => {
+            format!("file {}", path.display())
+        }
+        SinkSpec::Keyring(k) => format!("keyring {}:{}", k.service, k.account),
+    }
+}
+
 /// A key name: 1–64 of `A–Z a–z 0–9 . _ -`, starting with a letter or digit.
 ///
 /// Safe as a log field, a Prometheus label value, a keyring account and a file name.
@@ -313,22 +381,10 @@ impl TryFrom<RawConfig> for Config {
                 .enumerate()
             {
                 let here = format!("{label}: sink[{j}]");
-                let (target, span, here) = match spec {
-                    SinkSpec::File(FileSpec { path, .. })
-                    | SinkSpec::EnvFile(EnvFileSpec { path, .. }) => (
-                        format!("file {}", path.display()),
-                        raw_sink
-                            .get_ref()
-                            .path
-                            .as_ref()
-                            .map_or(raw_sink.span(), |p| p.span()),
-                        format!("{here}.path"),
-                    ),
-                    SinkSpec::Keyring(k) => (
-                        format!("keyring {}:{}", k.service, k.account),
-                        raw_sink.span(),
-                        here,
-                    ),
+                let target = sink_target(spec);
+                let (span, here) = match &raw_sink.get_ref().path {
+                    Some(path) => (path.span(), format!("{here}.path")),
+                    None => (raw_sink.span(), here),
                 };
                 if let Some((first, first_span)) = targets.get(&target) {
                     return Err(SpannedError::new(

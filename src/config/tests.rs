@@ -816,3 +816,40 @@ fn load_reads_files_and_names_them() {
     std::fs::write(&path, key("")).unwrap();
     assert_eq!(load(&path).unwrap().keys.len(), 1);
 }
+
+#[test]
+fn single_key_mode_gets_the_same_checks() {
+    let name = KeyName::new("cli").unwrap();
+    let file = |p: &str| {
+        SinkSpec::File(FileSpec {
+            path: p.into(),
+            format: FileFormat::Raw,
+            access: FileAccess::default(),
+        })
+    };
+    let build = |lifetime: &str, sinks: Vec<SinkSpec>| {
+        KeyConfig::new(
+            name.clone(),
+            SourceSpec::default(),
+            lifetime.parse().unwrap(),
+            RefreshPolicy::default(),
+            sinks,
+            vec![],
+        )
+    };
+    let key = build("1h", vec![file("/run/a.key")]).unwrap();
+    let config = Config::single(key.clone());
+    assert_eq!(config.key("cli"), Some(&key));
+    assert_eq!(config.key("other"), None);
+    assert!(build("1h", vec![]).unwrap_err().contains("no sink"));
+    assert!(
+        build("1h", vec![file("/run/a.key"), file("/run/a.key")])
+            .unwrap_err()
+            .contains("file /run/a.key is given twice")
+    );
+    assert!(
+        build("5m", vec![file("/run/a.key")])
+            .unwrap_err()
+            .contains("must be shorter")
+    );
+}
