@@ -6,6 +6,9 @@
 //! - [`inspect`]: key → what it says about itself (offline, strict);
 //! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
 //! - [`sink`]: where keys are delivered (file, env-file, keyring);
+//! - [`notify`]: how dependents learn about a new key (specifications);
+//! - [`config`]: the config file: lookup, parsing, validation into a [`config::Config`];
+//! - [`schedule`]: when to refresh and retry, and whether a key is healthy (pure);
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
 //! - [`clock`]: the injected wall clock and its jumps (suspend, clock set);
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
@@ -15,6 +18,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod credentials;
 pub mod duration;
 pub mod inspect;
@@ -22,5 +26,7 @@ pub mod key;
 pub mod keyfile;
 pub mod logging;
 pub mod mint;
+pub mod notify;
+pub mod schedule;
 pub mod sink;
 pub mod time;

@@ -1,13 +1,15 @@
 //! The command line: argument types, dispatch, and the one place where errors become
 //! exit codes (see "Exit codes" in the design contract).
 
+mod check;
+mod completions;
 mod flags;
 mod inspect;
 mod mint;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 pub use flags::CredentialFlags;
 
@@ -45,16 +47,14 @@ pub struct Cli {
     log_format: Option<LogFormat>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::config::LogFormat;
 
 #[derive(Debug, Subcommand)]
 enum Command {
     Mint(mint::MintArgs),
     Inspect(inspect::InspectArgs),
+    Check(check::CheckArgs),
+    Completions(completions::CompletionsArgs),
 }
 
 /// Everything a command can fail with, each mapped to one exit code.
@@ -74,6 +74,8 @@ pub enum CliError {
     Mint(#[from] crate::mint::MintError),
     #[error("{0}")]
     Runtime(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl CliError {
@@ -86,6 +88,7 @@ impl CliError {
             Self::Credentials(_) => exit::CREDENTIALS,
             Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
             Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,
+            Self::Config(_) => exit::CONFIG,
         }
     }
 }
@@ -95,7 +98,10 @@ impl Cli {
     /// product stay quiet, long-running ones report their milestones.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Command::Mint(_) | Command::Inspect(_) => "warn",
+            Command::Mint(_)
+            | Command::Inspect(_)
+            | Command::Check(_)
+            | Command::Completions(_) => "warn",
         }
     }
 
@@ -112,6 +118,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Mint(args) => mint::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Completions(args) => completions::run(args),
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod util;
 
+mod check;
 mod cli_mint;
 mod interop;
 mod props;

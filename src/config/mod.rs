@@ -1,0 +1,1109 @@
+//! The config file: where it is looked for, how it is parsed, and what it may say.
+//!
+//! Raw → validated: [`raw::RawConfig`] mirrors the TOML (unknown fields rejected), and
+//! `Config::try_from(raw)` checks every value and every combination, producing types
+//! that cannot be wrong ([`KeyName`], [`Lifetime`], [`RefreshPolicy`], [`SinkSpec`],
+//! [`NotifySpec`]). Every error names the file, line, column and field and says what is
+//! allowed (see [`error`]). Validation has no side effects: nothing is created, no
+//! user is resolved, nothing is contacted, so `bedrock-keyd check` and a SIGHUP
+//! reload can run it freely.
+//!
+//! `[defaults]` supplies `profile`, `region`, `lifetime`, `refresh_at`, `jitter` and
+//! `min_remaining` to every `[[key]]` that does not set them itself.
+
+pub mod error;
+pub mod raw;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use toml::Spanned;
+
+pub use error::{ConfigError, Invalid, SpannedError};
+use raw::{RawConfig, RawDefaults, RawKey, RawNotify, RawSink};
+
+use crate::credentials::SourceSpec;
+use crate::mint::{Lifetime, Region};
+use crate::notify::{self, NotifySpec, Signal, SystemdAction};
+use crate::schedule::{self, RefreshPolicy};
+use crate::sink::{
+    self, EnvFileSpec, FileAccess, FileFormat, FileMode, FileSpec, KeyringSpec, SinkSpec, UserRef,
+};
+
+/// Bedrock's maximum: when the credentials allow it, a key is minted as rarely as
+/// possible.
+pub const DEFAULT_LIFETIME: Lifetime = Lifetime::MAX;
+/// See [`schedule::DEFAULT_REFRESH_AT`].
+pub const DEFAULT_REFRESH_AT: f64 = schedule::DEFAULT_REFRESH_AT;
+/// See [`schedule::DEFAULT_JITTER`].
+pub const DEFAULT_JITTER: f64 = schedule::DEFAULT_JITTER;
+/// See [`schedule::DEFAULT_MIN_REMAINING`].
+pub const DEFAULT_MIN_REMAINING: Duration = schedule::DEFAULT_MIN_REMAINING;
+/// A key is a credential: owner read/write only unless the operator widens it.
+pub const DEFAULT_MODE: FileMode = FileMode::DEFAULT;
+/// The variable the AWS SDKs and Bedrock clients read.
+pub const DEFAULT_ENV_VARIABLE: &str = sink::DEFAULT_ENV_VARIABLE;
+/// One recognisable keyring service for every key this daemon manages; the account
+/// is the key name, so keys do not collide.
+pub const DEFAULT_KEYRING_SERVICE: &str = sink::DEFAULT_KEYRING_SERVICE;
+/// Where the system-wide config lives (systemd units, packages).
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/bedrock-keyd/config.toml";
+/// The environment variable that names the config file.
+pub const CONFIG_ENV_VAR: &str = "BEDROCK_KEYD_CONFIG";
+/// A config file is a few kilobytes; anything beyond a megabyte is a mistake (a key
+/// file or a log passed as `--config`), refused before it is parsed.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Key names appear in logs, metric labels, keyring accounts and possibly file
+/// names: short and plain.
+pub const MAX_KEY_NAME_LEN: usize = 64;
+
+/// Log output format on stderr (journald and container runtimes read stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "{other:?} is not a log format; use \"text\" or \"json\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// A validated config: everything the daemon needs, nothing left to check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `None` when the file does not say (the command line or the default decides).
+    pub log_format: Option<LogFormat>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; no listener when `None`.
+    pub listen: Option<SocketAddr>,
+    /// At least one; names are unique and no two sinks share a target.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// One key to keep fresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyConfig {
+    pub name: KeyName,
+    pub source: SourceSpec,
+    /// Requested; the effective lifetime may be shorter (credentials' expiry).
+    pub lifetime: Lifetime,
+    pub policy: RefreshPolicy,
+    /// At least one.
+    pub sinks: Vec<SinkSpec>,
+    pub notify: Vec<NotifySpec>,
+}
+
+impl Config {
+    /// A config of one key, for the config-free single-key mode (key flags).
+    pub fn single(key: KeyConfig) -> Self {
+        Self {
+            log_format: None,
+            listen: None,
+            keys: vec![key],
+        }
+    }
+
+    /// The key named `name`.
+    pub fn key(&self, name: &str) -> Option<&KeyConfig> {
+        self.keys.iter().find(|k| k.name.as_str() == name)
+    }
+}
+
+impl KeyConfig {
+    /// Builds a key outside the config file (from the command line's key flags) with
+    /// the checks the file gets: at least one sink, no two sinks with the same target,
+    /// `min_remaining` shorter than the lifetime. Each part is already validated by
+    /// its own type.
+    pub fn new(
+        name: KeyName,
+        source: SourceSpec,
+        lifetime: Lifetime,
+        policy: RefreshPolicy,
+        sinks: Vec<SinkSpec>,
+        notify: Vec<NotifySpec>,
+    ) -> Result<Self, String> {
+        if sinks.is_empty() {
+            return Err("no sink: give --file, --env-file or --keyring".to_owned());
+        }
+        let mut seen = Vec::with_capacity(sinks.len());
+        for sink in &sinks {
+            let target = sink_target(sink);
+            if seen.contains(&target) {
+                return Err(format!("{target} is given twice"));
+            }
+            seen.push(target);
+        }
+        if policy.min_remaining() >= lifetime.get() {
+            return Err(format!(
+                "min_remaining {} must be shorter than the lifetime {lifetime}",
+                crate::duration::format(policy.min_remaining())
+            ));
+        }
+        Ok(Self {
+            name,
+            source,
+            lifetime,
+            policy,
+            sinks,
+            notify,
+        })
+    }
+}
+
+/// What a sink writes to, for duplicate detection: `file /run/x.key` (file and
+/// env-file sinks share the namespace: both write the file) or `keyring service:account`.
+pub fn sink_target(sink: &SinkSpec) -> String {
+    match sink {
+        SinkSpec::File(FileSpec { path, .. }) | SinkSpec::EnvFile(EnvFileSpec { path, .. }) => {
+            format!("file {}", path.display())
+        }
+        SinkSpec::Keyring(k) => format!("keyring {}:{}", k.service, k.account),
+    }
+}
+
+/// A key name: 1–64 of `A–Z a–z 0–9 . _ -`, starting with a letter or digit.
+///
+/// Safe as a log field, a Prometheus label value, a keyring account and a file name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyName(String);
+
+impl KeyName {
+    pub fn new(name: &str) -> Result<Self, String> {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_KEY_NAME_LEN
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!(
+                "{name:?} is not a key name: use 1 to {MAX_KEY_NAME_LEN} letters, digits, '.', '_' or '-', starting with a letter or digit (it appears in logs, metrics and the keyring account)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for KeyName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a config file was found, and why there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigLocation {
+    pub path: PathBuf,
+    pub origin: ConfigOrigin,
+}
+
+/// Which rule of the lookup order chose the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// `--config PATH`.
+    Flag,
+    /// `$BEDROCK_KEYD_CONFIG`.
+    EnvVar,
+    /// `$XDG_CONFIG_HOME/bedrock-keyd/config.toml` or `~/.config/bedrock-keyd/config.toml`.
+    User,
+    /// `/etc/bedrock-keyd/config.toml`.
+    System,
+}
+
+/// Finds the config file: `--config`, then `$BEDROCK_KEYD_CONFIG`, then
+/// `$XDG_CONFIG_HOME/bedrock-keyd/config.toml` (`$HOME/.config/…` when unset), then
+/// `/etc/bedrock-keyd/config.toml`.
+///
+/// An explicit path (flag or variable) is taken as given, even if missing, so that
+/// reading it reports the real problem. The user and system files are taken only if
+/// they exist. `env` reads a variable (pass `|v| std::env::var_os(v)`); `exists` tests a
+/// path. Both are parameters so tests need not touch the process environment. Empty
+/// variables count as unset, and a relative `XDG_CONFIG_HOME` is ignored, as the XDG
+/// spec says.
+pub fn locate(
+    explicit: Option<&Path>,
+    env: impl Fn(&str) -> Option<OsString>,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<ConfigLocation, ConfigError> {
+    if let Some(path) = explicit {
+        return Ok(ConfigLocation {
+            path: path.to_owned(),
+            origin: ConfigOrigin::Flag,
+        });
+    }
+    let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(path) = var(CONFIG_ENV_VAR) {
+        return Ok(ConfigLocation {
+            path,
+            origin: ConfigOrigin::EnvVar,
+        });
+    }
+    let config_home = var("XDG_CONFIG_HOME")
+        .filter(|p| p.is_absolute())
+        .or_else(|| var("HOME").map(|home| home.join(".config")));
+    let mut tried = Vec::new();
+    for (path, origin) in [
+        (
+            config_home.map(|d| d.join("bedrock-keyd").join("config.toml")),
+            ConfigOrigin::User,
+        ),
+        (
+            Some(PathBuf::from(SYSTEM_CONFIG_PATH)),
+            ConfigOrigin::System,
+        ),
+    ] {
+        let Some(path) = path else { continue };
+        if exists(&path) {
+            return Ok(ConfigLocation { path, origin });
+        }
+        tried.push(path);
+    }
+    Err(ConfigError::NotFound { tried })
+}
+
+/// [`locate`] with the process environment and file system.
+pub fn locate_default(explicit: Option<&Path>) -> Result<ConfigLocation, ConfigError> {
+    locate(explicit, |v| std::env::var_os(v), Path::exists)
+}
+
+/// Finds the config ([`locate_default`]) and loads it: the start of `run`, `once` and
+/// `check`. A SIGHUP reload should [`load`] the same `location.path` again rather than
+/// look it up anew, so a reload never silently switches files.
+pub fn locate_and_load(explicit: Option<&Path>) -> Result<(ConfigLocation, Config), ConfigError> {
+    let location = locate_default(explicit)?;
+    let config = load(&location.path)?;
+    Ok((location, config))
+}
+
+/// Reads and validates the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} bytes is too large for a config file", meta.len()),
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    parse(&text, path)
+}
+
+/// Validates config `text`; `path` is only used to name the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| error::from_toml(&e, path, text))?;
+    Config::try_from(raw).map_err(|e| e.locate(path, text))
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = SpannedError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
+        let log_format = raw
+            .log_format
+            .as_ref()
+            .map(|v| parse_spanned(v, "log_format"))
+            .transpose()?;
+        let listen = raw.listen.as_ref().map(validate_listen).transpose()?;
+        let defaults = Defaults::try_from(raw.defaults.unwrap_or_default())?;
+        if raw.keys.is_empty() {
+            return Err(SpannedError::new(
+                0..0,
+                "key",
+                "no [[key]] is configured; add at least one [[key]] with a name and a [[key.sink]]",
+            ));
+        }
+        let mut names: HashMap<KeyName, (usize, Range<usize>)> = HashMap::new();
+        let mut targets: HashMap<String, (String, Range<usize>)> = HashMap::new();
+        let mut keys = Vec::with_capacity(raw.keys.len());
+        for (index, key) in raw.keys.iter().enumerate() {
+            let (config, name_span) = validate_key(index, key, &defaults)?;
+            if let Some((first, first_span)) = names.get(&config.name) {
+                return Err(SpannedError::new(
+                    name_span,
+                    format!("key {:?}", config.name.as_str()),
+                    format!(
+                        "name {:?} is already used by key[{first}]; key names must be unique",
+                        config.name.as_str(),
+                    ),
+                )
+                .with_related(first_span.clone()));
+            }
+            names.insert(config.name.clone(), (index, name_span));
+            keys.push(config);
+        }
+        // Two sinks writing the same target would race and overwrite each other.
+        for (key, raw_key) in keys.iter().zip(raw.keys.iter()) {
+            let label = format!("key {:?}", key.name.as_str());
+            for (j, (spec, raw_sink)) in key
+                .sinks
+                .iter()
+                .zip(raw_key.get_ref().sinks.iter())
+                .enumerate()
+            {
+                let here = format!("{label}: sink[{j}]");
+                let target = sink_target(spec);
+                let (span, here) = match &raw_sink.get_ref().path {
+                    Some(path) => (path.span(), format!("{here}.path")),
+                    None => (raw_sink.span(), here),
+                };
+                if let Some((first, first_span)) = targets.get(&target) {
+                    return Err(SpannedError::new(
+                        span,
+                        here.clone(),
+                        format!(
+                            "{target} is already written by {first}; every sink must have its own target"
+                        ),
+                    )
+                    .with_related(first_span.clone()));
+                }
+                targets.insert(target, (here, span));
+            }
+        }
+        Ok(Config {
+            log_format,
+            listen,
+            keys,
+        })
+    }
+}
+
+/// The validated `[defaults]`, each value with the span to blame.
+struct Defaults {
+    profile: Option<Spanned<String>>,
+    region: Option<(Region, Range<usize>)>,
+    lifetime: Option<(Lifetime, Range<usize>)>,
+    refresh_at: Option<(f64, Range<usize>)>,
+    jitter: Option<(f64, Range<usize>)>,
+    min_remaining: Option<(Duration, Range<usize>)>,
+}
+
+impl TryFrom<RawDefaults> for Defaults {
+    type Error = SpannedError;
+    fn try_from(raw: RawDefaults) -> Result<Self, SpannedError> {
+        let f = |name: &str| format!("defaults.{name}");
+        if let Some(p) = &raw.profile {
+            validate_profile(p, &f("profile"))?;
+        }
+        Ok(Self {
+            region: raw
+                .region
+                .as_ref()
+                .map(|v| {
+                    spanned(v, &f("region"), |s| {
+                        Region::new(s).map_err(|e| e.to_string())
+                    })
+                })
+                .transpose()?,
+            lifetime: raw
+                .lifetime
+                .as_ref()
+                .map(|v| spanned(v, &f("lifetime"), parse_lifetime))
+                .transpose()?,
+            refresh_at: raw
+                .refresh_at
+                .as_ref()
+                .map(|v| fraction(v, &f("refresh_at"), check_refresh_at))
+                .transpose()?,
+            jitter: raw
+                .jitter
+                .as_ref()
+                .map(|v| fraction(v, &f("jitter"), check_jitter))
+                .transpose()?,
+            min_remaining: raw
+                .min_remaining
+                .as_ref()
+                .map(|v| spanned(v, &f("min_remaining"), parse_min_remaining))
+                .transpose()?,
+            profile: raw.profile,
+        })
+    }
+}
+
+/// Validates one `[[key]]`; returns it with the span of its name (for duplicates).
+fn validate_key(
+    index: usize,
+    key: &Spanned<RawKey>,
+    defaults: &Defaults,
+) -> Result<(KeyConfig, Range<usize>), SpannedError> {
+    let raw = key.get_ref();
+    let Some(raw_name) = &raw.name else {
+        return Err(SpannedError::new(
+            key.span(),
+            format!("key[{index}]"),
+            "missing field `name`; every [[key]] needs a unique name such as \"default\"",
+        ));
+    };
+    let name = spanned(raw_name, &format!("key[{index}].name"), KeyName::new)?.0;
+    let label = format!("key {:?}", name.as_str());
+    let field = |f: &str| format!("{label}: {f}");
+
+    // Source: profile, role and region.
+    if let Some(p) = &raw.profile {
+        validate_profile(p, &field("profile"))?;
+    }
+    let profile = raw
+        .profile
+        .as_ref()
+        .or(defaults.profile.as_ref())
+        .map(|p| p.get_ref().clone());
+    let region = match &raw.region {
+        Some(v) => Some(
+            spanned(v, &field("region"), |s| {
+                Region::new(s).map_err(|e| e.to_string())
+            })?
+            .0,
+        ),
+        None => defaults.region.as_ref().map(|(r, _)| r.clone()),
+    };
+    let role_arn = raw
+        .role_arn
+        .as_ref()
+        .map(|v| spanned(v, &field("role_arn"), validate_role_arn))
+        .transpose()?
+        .map(|(arn, _)| arn);
+    for (value, name) in [
+        (&raw.external_id, "external_id"),
+        (&raw.role_session_name, "role_session_name"),
+    ] {
+        if let (Some(v), None) = (value, &role_arn) {
+            return Err(SpannedError::new(
+                v.span(),
+                field(name),
+                format!(
+                    "{name} is only allowed together with role_arn (it configures the role to assume)"
+                ),
+            ));
+        }
+    }
+    let external_id = raw
+        .external_id
+        .as_ref()
+        .map(|v| spanned(v, &field("external_id"), validate_external_id))
+        .transpose()?
+        .map(|(v, _)| v);
+    let role_session_name = raw
+        .role_session_name
+        .as_ref()
+        .map(|v| spanned(v, &field("role_session_name"), validate_session_name))
+        .transpose()?
+        .map(|(v, _)| v);
+    let source = SourceSpec {
+        profile,
+        region,
+        role_arn,
+        external_id,
+        role_session_name,
+    };
+
+    // Lifetime and refresh policy.
+    let lifetime = match &raw.lifetime {
+        Some(v) => spanned(v, &field("lifetime"), parse_lifetime)?,
+        None => defaults
+            .lifetime
+            .clone()
+            .unwrap_or((DEFAULT_LIFETIME, key.span())),
+    };
+    let refresh_at = match &raw.refresh_at {
+        Some(v) => fraction(v, &field("refresh_at"), check_refresh_at)?.0,
+        None => defaults
+            .refresh_at
+            .as_ref()
+            .map_or(DEFAULT_REFRESH_AT, |d| d.0),
+    };
+    let jitter = match &raw.jitter {
+        Some(v) => fraction(v, &field("jitter"), check_jitter)?.0,
+        None => defaults.jitter.as_ref().map_or(DEFAULT_JITTER, |d| d.0),
+    };
+    // When min_remaining is explicit (here or in [defaults]) it is blamed; when it is
+    // the built-in default, the lifetime that is too short for it is.
+    let (min_remaining, min_blame) = match (&raw.min_remaining, &defaults.min_remaining) {
+        (Some(v), _) => {
+            let (d, span) = spanned(v, &field("min_remaining"), parse_min_remaining)?;
+            (d, Some((span, "")))
+        }
+        (None, Some((d, span))) => (*d, Some((span.clone(), " (from [defaults])"))),
+        (None, None) => (DEFAULT_MIN_REMAINING, None),
+    };
+    if min_remaining >= lifetime.0.get() {
+        let shown = crate::duration::format(min_remaining);
+        return Err(match min_blame {
+            Some((span, from)) => SpannedError::new(
+                span,
+                field("min_remaining"),
+                format!(
+                    "min_remaining {shown}{from} must be shorter than the lifetime {}: a key is re-minted at least min_remaining before it expires",
+                    lifetime.0
+                ),
+            ),
+            None => SpannedError::new(
+                lifetime.1,
+                field("lifetime"),
+                format!(
+                    "lifetime {} is not longer than min_remaining {shown} (the default); {}",
+                    lifetime.0,
+                    suggest_min_remaining(lifetime.0)
+                ),
+            ),
+        });
+    }
+    let policy = RefreshPolicy::new(refresh_at, jitter, min_remaining)
+        .map_err(|e| SpannedError::new(key.span(), field("policy"), e.to_string()))?;
+
+    // Sinks and notifications.
+    if raw.sinks.is_empty() {
+        return Err(SpannedError::new(
+            key.span(),
+            label.clone(),
+            "has no [[key.sink]]; add at least one (type = \"file\", \"env-file\" or \"keyring\")",
+        ));
+    }
+    let sinks = raw
+        .sinks
+        .iter()
+        .enumerate()
+        .map(|(j, s)| validate_sink(s, &format!("{label}: sink[{j}]"), &name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let notify = raw
+        .notify
+        .iter()
+        .enumerate()
+        .map(|(j, n)| validate_notify(n, &format!("{label}: notify[{j}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok((
+        KeyConfig {
+            name,
+            source,
+            lifetime: lifetime.0,
+            policy,
+            sinks,
+            notify,
+        },
+        raw_name.span(),
+    ))
+}
+
+const FILE_FIELDS: &[&str] = &[
+    "type",
+    "path",
+    "format",
+    "mode",
+    "owner",
+    "group",
+    "follow_symlinks",
+    "allow_world_readable",
+];
+const ENV_FILE_FIELDS: &[&str] = &[
+    "type",
+    "path",
+    "variable",
+    "mode",
+    "owner",
+    "group",
+    "follow_symlinks",
+    "allow_world_readable",
+];
+const KEYRING_FIELDS: &[&str] = &["type", "service", "account"];
+
+fn validate_sink(
+    sink: &Spanned<RawSink>,
+    here: &str,
+    key: &KeyName,
+) -> Result<SinkSpec, SpannedError> {
+    let raw = sink.get_ref();
+    let field = |f: &str| format!("{here}.{f}");
+    let Some(kind) = &raw.kind else {
+        return Err(SpannedError::new(
+            sink.span(),
+            here,
+            "missing field `type`; use type = \"file\", \"env-file\" or \"keyring\"",
+        ));
+    };
+    let allowed = match kind.get_ref().as_str() {
+        "file" => FILE_FIELDS,
+        "env-file" => ENV_FILE_FIELDS,
+        "keyring" => KEYRING_FIELDS,
+        other => {
+            return Err(SpannedError::new(
+                kind.span(),
+                field("type"),
+                format!("{other:?} is not a sink type; use \"file\", \"env-file\" or \"keyring\""),
+            ));
+        }
+    };
+    // Fields another sink type uses would be silently ignored: refuse them.
+    let present: [(&str, Option<Range<usize>>); 10] = [
+        ("path", raw.path.as_ref().map(Spanned::span)),
+        ("format", raw.format.as_ref().map(Spanned::span)),
+        ("mode", raw.mode.as_ref().map(Spanned::span)),
+        ("owner", raw.owner.as_ref().map(Spanned::span)),
+        ("group", raw.group.as_ref().map(Spanned::span)),
+        (
+            "follow_symlinks",
+            raw.follow_symlinks.as_ref().map(Spanned::span),
+        ),
+        (
+            "allow_world_readable",
+            raw.allow_world_readable.as_ref().map(Spanned::span),
+        ),
+        ("variable", raw.variable.as_ref().map(Spanned::span)),
+        ("service", raw.service.as_ref().map(Spanned::span)),
+        ("account", raw.account.as_ref().map(Spanned::span)),
+    ];
+    for (name, span) in present {
+        if let Some(span) = span
+            && !allowed.contains(&name)
+        {
+            return Err(SpannedError::new(
+                span,
+                field(name),
+                format!(
+                    "not allowed for a sink of type {:?} (allowed: {})",
+                    kind.get_ref(),
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    if kind.get_ref() == "keyring" {
+        let service = match &raw.service {
+            Some(v) => spanned(v, &field("service"), |s| non_empty(s, "a keyring service"))?.0,
+            None => DEFAULT_KEYRING_SERVICE.to_owned(),
+        };
+        let account = match &raw.account {
+            Some(v) => spanned(v, &field("account"), |s| non_empty(s, "a keyring account"))?.0,
+            None => key.as_str().to_owned(),
+        };
+        return Ok(SinkSpec::Keyring(KeyringSpec { service, account }));
+    }
+
+    let Some(raw_path) = &raw.path else {
+        return Err(SpannedError::new(
+            sink.span(),
+            here,
+            format!(
+                "missing field `path`; a {} sink needs an absolute path such as \"/run/bedrock-keyd/{key}.key\"",
+                kind.get_ref()
+            ),
+        ));
+    };
+    let path = spanned(raw_path, &field("path"), validate_path)?.0;
+    let mode = match &raw.mode {
+        Some(v) => spanned(v, &field("mode"), |s| s.parse::<FileMode>())?,
+        None => (DEFAULT_MODE, sink.span()),
+    };
+    let allow_world_readable = raw
+        .allow_world_readable
+        .as_ref()
+        .is_some_and(|v| *v.get_ref());
+    if mode.0.world_readable() && !allow_world_readable {
+        return Err(SpannedError::new(
+            mode.1,
+            field("mode"),
+            format!(
+                "mode {} lets every user on the machine read the key; use \"0600\" or \"0640\" with a group, or set allow_world_readable = true",
+                mode.0
+            ),
+        ));
+    }
+    let user = |v: &Option<Spanned<String>>, name: &str| {
+        v.as_ref()
+            .map(|v| spanned(v, &field(name), |s| s.parse::<UserRef>()).map(|(u, _)| u))
+            .transpose()
+    };
+    let access = FileAccess {
+        mode: mode.0,
+        owner: user(&raw.owner, "owner")?,
+        group: user(&raw.group, "group")?,
+        follow_symlinks: raw.follow_symlinks.as_ref().is_some_and(|v| *v.get_ref()),
+        allow_world_readable,
+    };
+    if kind.get_ref() == "file" {
+        let format = match &raw.format {
+            Some(v) => spanned(v, &field("format"), |s| s.parse::<FileFormat>())?.0,
+            None => FileFormat::default(),
+        };
+        Ok(SinkSpec::File(FileSpec {
+            path,
+            format,
+            access,
+        }))
+    } else {
+        let variable = match &raw.variable {
+            Some(v) => spanned(v, &field("variable"), validate_variable)?.0,
+            None => DEFAULT_ENV_VARIABLE.to_owned(),
+        };
+        Ok(SinkSpec::EnvFile(EnvFileSpec {
+            path,
+            variable,
+            access,
+        }))
+    }
+}
+
+fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec, SpannedError> {
+    let raw = notify.get_ref();
+    let field = |f: &str| format!("{here}.{f}");
+    let targets: Vec<(&str, Range<usize>)> = [
+        ("pid_file", raw.pid_file.as_ref().map(Spanned::span)),
+        ("process", raw.process.as_ref().map(Spanned::span)),
+        ("systemd_unit", raw.systemd_unit.as_ref().map(Spanned::span)),
+        ("command", raw.command.as_ref().map(Spanned::span)),
+    ]
+    .into_iter()
+    .filter_map(|(n, s)| s.map(|s| (n, s)))
+    .collect();
+    let target = match targets.as_slice() {
+        [one] => one.0,
+        [] => {
+            return Err(SpannedError::new(
+                notify.span(),
+                here,
+                "names no one to notify: set exactly one of pid_file, process, systemd_unit or command",
+            ));
+        }
+        [first, second, ..] => {
+            return Err(SpannedError::new(
+                second.1.clone(),
+                field(second.0),
+                format!(
+                    "a [[key.notify]] has exactly one target, but both {} and {} are set; use two [[key.notify]] tables",
+                    first.0, second.0
+                ),
+            ));
+        }
+    };
+    // Options that the target would ignore are refused.
+    let allowed: &[&str] = match target {
+        "pid_file" | "process" => &["signal"],
+        "systemd_unit" => &["action", "signal"],
+        _ => &["timeout"],
+    };
+    for (name, span) in [
+        ("signal", raw.signal.as_ref().map(Spanned::span)),
+        ("action", raw.action.as_ref().map(Spanned::span)),
+        ("timeout", raw.timeout.as_ref().map(Spanned::span)),
+    ] {
+        if let Some(span) = span
+            && !allowed.contains(&name)
+        {
+            return Err(SpannedError::new(
+                span,
+                field(name),
+                format!(
+                    "not allowed with {target} (allowed with {target}: {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    let signal = raw
+        .signal
+        .as_ref()
+        .map(|v| spanned(v, &field("signal"), |s| s.parse::<Signal>()))
+        .transpose()?
+        .map(|(s, _)| s);
+
+    // Exactly one target is set (checked above); take it.
+    if let Some(v) = &raw.pid_file {
+        return Ok(NotifySpec::PidFile {
+            path: spanned(v, &field("pid_file"), validate_path)?.0,
+            signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
+        });
+    }
+    if let Some(v) = &raw.process {
+        let name = spanned(v, &field("process"), |s| {
+            notify::validate_process_name(s).map(|()| s.to_owned())
+        })?;
+        return Ok(NotifySpec::Process {
+            name: name.0,
+            signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
+        });
+    }
+    if let Some(v) = &raw.systemd_unit {
+        let unit = spanned(v, &field("systemd_unit"), |s| {
+            notify::validate_unit_name(s).map(|()| s.to_owned())
+        })?
+        .0;
+        let action = match (&raw.action, signal) {
+            (Some(a), Some(_)) => {
+                return Err(SpannedError::new(
+                    a.span(),
+                    field("action"),
+                    "set either action or signal, not both (action = \"HUP\" also sends a signal)",
+                ));
+            }
+            (Some(a), None) => spanned(a, &field("action"), |s| s.parse::<SystemdAction>())?.0,
+            (None, Some(sig)) => SystemdAction::Signal(sig),
+            (None, None) => notify::DEFAULT_SYSTEMD_ACTION,
+        };
+        return Ok(NotifySpec::SystemdUnit { unit, action });
+    }
+    let Some(command) = &raw.command else {
+        return Err(SpannedError::new(
+            notify.span(),
+            here,
+            "no notification target",
+        ));
+    };
+    let argv = command.get_ref();
+    if argv.first().is_none_or(|program| program.trim().is_empty()) {
+        return Err(SpannedError::new(
+            command.span(),
+            field("command"),
+            "is empty; give the program and its arguments, e.g. [\"/usr/local/bin/app-reload\", \"--quiet\"] (no shell is involved)",
+        ));
+    }
+    if let Some(bad) = argv.iter().find(|a| a.contains('\0')) {
+        return Err(SpannedError::new(
+            command.span(),
+            field("command"),
+            format!("argument {bad:?} contains a NUL byte"),
+        ));
+    }
+    let timeout = match &raw.timeout {
+        Some(v) => spanned(v, &field("timeout"), parse_command_timeout)?.0,
+        None => notify::DEFAULT_COMMAND_TIMEOUT,
+    };
+    Ok(NotifySpec::Command {
+        argv: argv.clone(),
+        timeout,
+    })
+}
+
+fn parse_command_timeout(s: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > notify::MAX_COMMAND_TIMEOUT {
+        Err(format!(
+            "{} is outside 1s … {}",
+            crate::duration::format(d),
+            crate::duration::format(notify::MAX_COMMAND_TIMEOUT)
+        ))
+    } else {
+        Ok(d)
+    }
+}
+
+/// What to do about a lifetime too short for the default `min_remaining`.
+fn suggest_min_remaining(lifetime: Lifetime) -> String {
+    // A quarter of the lifetime leaves room for refresh_at and jitter.
+    let quarter = Duration::from_secs(lifetime.get().as_secs() / 4);
+    if quarter >= Duration::from_secs(1) {
+        format!(
+            "set a shorter min_remaining, e.g. min_remaining = \"{}\"",
+            crate::duration::format(quarter)
+        )
+    } else {
+        "use a lifetime of at least 4s, or set min_remaining = \"1s\" with a lifetime of at least 2s".to_owned()
+    }
+}
+
+/// Parses a spanned string with `parse`, blaming its span on failure.
+fn spanned<T, E: fmt::Display>(
+    value: &Spanned<String>,
+    field: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<(T, Range<usize>), SpannedError> {
+    parse(value.get_ref())
+        .map(|v| (v, value.span()))
+        .map_err(|e| SpannedError::new(value.span(), field, e.to_string()))
+}
+
+fn parse_spanned<T: FromStr<Err = String>>(
+    value: &Spanned<String>,
+    field: &str,
+) -> Result<T, SpannedError> {
+    spanned(value, field, |s| s.parse::<T>()).map(|(v, _)| v)
+}
+
+fn fraction(
+    value: &Spanned<f64>,
+    field: &str,
+    check: fn(f64) -> Result<f64, String>,
+) -> Result<(f64, Range<usize>), SpannedError> {
+    check(*value.get_ref())
+        .map(|v| (v, value.span()))
+        .map_err(|e| SpannedError::new(value.span(), field, e))
+}
+
+fn check_refresh_at(v: f64) -> Result<f64, String> {
+    RefreshPolicy::new(v, 0.0, Duration::from_secs(1))
+        .map(|_| v)
+        .map_err(|e| e.to_string())
+}
+
+fn check_jitter(v: f64) -> Result<f64, String> {
+    RefreshPolicy::new(0.5, v, Duration::from_secs(1))
+        .map(|_| v)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_lifetime(s: &str) -> Result<Lifetime, String> {
+    s.parse::<Lifetime>()
+        .map_err(|e| format!("{e} (allowed: 1s … 12h, e.g. \"12h\" or \"30m\")"))
+}
+
+fn parse_min_remaining(s: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
+    RefreshPolicy::new(0.5, 0.0, d)
+        .map(|_| d)
+        .map_err(|e| e.to_string())
+}
+
+fn validate_listen(value: &Spanned<String>) -> Result<SocketAddr, SpannedError> {
+    spanned(value, "listen", |s| {
+        let addr: SocketAddr = s.parse().map_err(|_| {
+            format!("{s:?} is not an IP address and port such as \"127.0.0.1:9464\" or \"[::1]:9464\" (host names are not resolved)")
+        })?;
+        if addr.port() == 0 {
+            return Err(format!("{s:?} has port 0; give the port Prometheus will scrape, e.g. 9464"));
+        }
+        Ok(addr)
+    })
+    .map(|(a, _)| a)
+}
+
+fn validate_profile(value: &Spanned<String>, field: &str) -> Result<(), SpannedError> {
+    spanned(value, field, |s| {
+        if s.trim().is_empty() || s.chars().any(|c| c.is_control() || c == '[' || c == ']') {
+            Err(format!(
+                "{s:?} is not a profile name (as in ~/.aws/config, e.g. \"prod\")"
+            ))
+        } else {
+            Ok(())
+        }
+    })
+    .map(|_| ())
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/NAME`.
+fn validate_role_arn(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && !parts[1].is_empty()
+        && parts[2] == "iam"
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not an IAM role ARN such as \"arn:aws:iam::123456789012:role/bedrock-invoke\""
+        ))
+    }
+}
+
+/// STS: 2–1224 characters of `[\w+=,.@:/-]`.
+fn validate_external_id(s: &str) -> Result<String, String> {
+    let ok = (2..=1224).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("is not a valid external id (2 to 1224 of letters, digits and _+=,.@:/-)".to_owned())
+    }
+}
+
+/// STS: 2–64 characters of `[\w+=,.@-]`.
+fn validate_session_name(s: &str) -> Result<String, String> {
+    let ok = (2..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a role session name (2 to 64 of letters, digits and _+=,.@-)"
+        ))
+    }
+}
+
+/// An absolute path to a file: no `..`, no trailing `/`, no NUL.
+fn validate_path(s: &str) -> Result<PathBuf, String> {
+    let path = Path::new(s);
+    if !path.is_absolute() {
+        return Err(format!(
+            "{s:?} is a relative path; use an absolute path such as \"/run/bedrock-keyd/default.key\" (the daemon's working directory is not something to rely on)"
+        ));
+    }
+    if s.ends_with('/') {
+        return Err(format!("{s:?} names a directory; give the path of a file"));
+    }
+    if s.contains('\0') {
+        return Err(format!("{s:?} contains a NUL byte"));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(format!("{s:?} contains \"..\"; write the path without it"));
+    }
+    // `/run//x/./k` and `/run/x/k` are the same file: compare and keep the clean form.
+    Ok(path.components().collect())
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, what shells and dotenv parsers accept.
+fn validate_variable(s: &str) -> Result<String, String> {
+    let ok = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a variable name (letters, digits and _, not starting with a digit, e.g. \"AWS_BEARER_TOKEN_BEDROCK\")"
+        ))
+    }
+}
+
+fn non_empty(s: &str, what: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err(format!("{what} must not be empty"))
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+//! The config file exactly as written: a serde mirror of the TOML schema.
+//!
+//! Every table rejects unknown fields (a typo must not silently become a default).
+//! Values that need checking beyond their TOML type are kept as strings or numbers
+//! with their byte span ([`Spanned`]), so that validation in the parent module can
+//! point at the exact line and column of a bad value. Nothing here has meaning yet:
+//! `Config::try_from(RawConfig)` turns it into types that cannot be wrong.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub log_format: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub defaults: Option<RawDefaults>,
+    #[serde(default, rename = "key")]
+    pub keys: Vec<Spanned<RawKey>>,
+}
+
+/// `[defaults]`: inherited by every `[[key]]` that does not set the field itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub profile: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub lifetime: Option<Spanned<String>>,
+    pub refresh_at: Option<Spanned<f64>>,
+    pub jitter: Option<Spanned<f64>>,
+    pub min_remaining: Option<Spanned<String>>,
+}
+
+/// One `[[key]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub name: Option<Spanned<String>>,
+    pub profile: Option<Spanned<String>>,
+    pub role_arn: Option<Spanned<String>>,
+    pub external_id: Option<Spanned<String>>,
+    pub role_session_name: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub lifetime: Option<Spanned<String>>,
+    pub refresh_at: Option<Spanned<f64>>,
+    pub jitter: Option<Spanned<f64>>,
+    pub min_remaining: Option<Spanned<String>>,
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<Spanned<RawSink>>,
+    #[serde(default)]
+    pub notify: Vec<Spanned<RawNotify>>,
+}
+
+/// One `[[key.sink]]`: the union of every sink type's fields; validation checks
+/// which ones the `type` allows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
+    pub owner: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub follow_symlinks: Option<Spanned<bool>>,
+    pub allow_world_readable: Option<Spanned<bool>>,
+    pub variable: Option<Spanned<String>>,
+    pub service: Option<Spanned<String>>,
+    pub account: Option<Spanned<String>>,
+}
+
+/// One `[[key.notify]]`: exactly one target (`pid_file`, `process`, `systemd_unit`,
+/// `command`) and the options that target allows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub pid_file: Option<Spanned<String>>,
+    pub process: Option<Spanned<String>>,
+    pub systemd_unit: Option<Spanned<String>>,
+    pub command: Option<Spanned<Vec<String>>>,
+    pub signal: Option<Spanned<String>>,
+    pub action: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+}
