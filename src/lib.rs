@@ -9,6 +9,7 @@
 //! - [`notify`]: how dependents learn about a new key (specifications);
 //! - [`config`]: the config file: lookup, parsing, validation into a [`config::Config`];
 //! - [`schedule`]: when to refresh and retry, and whether a key is healthy (pure);
+//! - [`daemon`]: the long-running service: one task per key, status board;
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
 //! - [`clock`]: the injected wall clock and its jumps (suspend, clock set);
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod daemon;
 pub mod duration;
 pub mod inspect;
 pub mod key;

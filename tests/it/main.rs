@@ -9,5 +9,6 @@ mod util;
 
 mod check;
 mod cli_mint;
+mod daemon_sim;
 mod interop;
 mod props;
