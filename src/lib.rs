@@ -14,6 +14,7 @@
 //! - [`clock`]: the injected wall clock and its jumps (suspend, clock set);
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
 //! - [`logging`]: tracing setup with a floor that keeps SDK internals (secrets) out;
+//! - [`watch`]: file watching (config, sink files, AWS files);
 //! - [`cli`]: the command line and the mapping of errors to exit codes.
 #![forbid(unsafe_code)]
 
@@ -32,3 +33,4 @@ pub mod notify;
 pub mod schedule;
 pub mod sink;
 pub mod time;
+pub mod watch;
