@@ -4,6 +4,7 @@
 mod flags;
 mod inspect;
 mod mint;
+mod once;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,7 @@ pub enum LogFormat {
 enum Command {
     Mint(mint::MintArgs),
     Inspect(inspect::InspectArgs),
+    Once(once::OnceArgs),
 }
 
 /// Everything a command can fail with, each mapped to one exit code.
@@ -72,9 +74,42 @@ pub enum CliError {
     Credentials(#[from] crate::credentials::CredentialsError),
     #[error(transparent)]
     Mint(#[from] crate::mint::MintError),
+    #[error(transparent)]
+    Sinks(SinkFailures),
     #[error("{0}")]
     Runtime(String),
 }
+
+/// The sinks `once` could not write (the others were written).
+#[derive(Debug)]
+pub struct SinkFailures {
+    pub failures: Vec<crate::sink::SinkError>,
+    /// How many sinks were attempted.
+    pub total: usize,
+}
+
+impl std::fmt::Display for SinkFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let [only] = self.failures.as_slice() {
+            return write!(f, "{only}");
+        }
+        write!(
+            f,
+            "{} of {} sinks could not be written: ",
+            self.failures.len(),
+            self.total
+        )?;
+        for (i, e) in self.failures.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SinkFailures {}
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
@@ -85,6 +120,7 @@ impl CliError {
             Self::Credentials(C::NoRegion { .. } | C::BadRegion(_)) => exit::CONFIG,
             Self::Credentials(_) => exit::CREDENTIALS,
             Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
+            Self::Sinks(_) => exit::SINK,
             Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,
         }
     }
@@ -96,6 +132,8 @@ impl Cli {
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
             Command::Mint(_) | Command::Inspect(_) => "warn",
+            // `once` reports its milestones (key minted, sink written) like the daemon.
+            Command::Once(_) => "info",
         }
     }
 
@@ -109,6 +147,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Mint(args) => mint::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Once(args) => once::run(args),
     }
 }
 

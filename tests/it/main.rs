@@ -9,3 +9,5 @@ mod util;
 
 mod cli_mint;
 mod interop;
+mod keyring;
+mod sinks;
