@@ -7,8 +7,9 @@
 //!   `zbus-secret-service-keyring-store`: pure Rust D-Bus (zbus), so no libdbus and a
 //!   static musl build works. Items carry the attributes `service` and `username`;
 //! - the Linux kernel keyring via `linux-keyutils-keyring-store`: a `user` key named
-//!   `keyring:SERVICE@ACCOUNT` in the session keyring (linked into the persistent one
-//!   when the kernel allows); good for headless hosts and systemd `KeyringMode=`;
+//!   `keyring:ACCOUNT@SERVICE` in the session keyring, also linked into the user's
+//!   persistent keyring (which outlives the session for a few days) when the kernel
+//!   allows; good for headless hosts and systemd `KeyringMode=`;
 //! - the macOS login Keychain via `apple-native-keyring-store`.
 //!
 //! A store is opened for every operation: a keyring daemon that restarted between two

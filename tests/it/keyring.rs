@@ -19,13 +19,20 @@ fn have(program: &str) -> bool {
 
 /// Runs `once` twice (store, then replace) and `read_back` after each; returns the
 /// script's stdout: `file key`, `keyring value` pairs, one per line, `|`-separated.
-fn store_read_replace(env: &TestEnv, wrapper: &[&str], backend: &str, read_back: &str) -> String {
+fn store_read_replace(
+    env: &TestEnv,
+    wrapper: &[&str],
+    backend: &str,
+    read_back: &str,
+    cleanup: &str,
+) -> String {
     let script = format!(
         r#"set -e
 for region in us-east-1 eu-central-1; do
   "$BKD" once --region "$region" --keyring bedrock-keyd-test:alice --keyring-backend {backend} --file k.key
   printf '%s|%s\n' "$(cat k.key)" "$({read_back})"
-done"#
+done
+{cleanup}"#
     );
     let out = Command::new(wrapper[0])
         .args(&wrapper[1..])
@@ -78,6 +85,8 @@ fn secret_service_store_read_back_replace_read_back() {
         &["dbus-run-session", "--", "sh", helper.to_str().unwrap()],
         "secret-service",
         "secret-tool lookup service bedrock-keyd-test username alice",
+        // The keyring lives and dies with the private D-Bus session.
+        "",
     );
     assert_round_trips(&output);
 }
@@ -93,7 +102,10 @@ fn kernel_keyring_store_read_back_replace_read_back() {
         &env,
         &["keyctl", "session", "-"],
         "keyutils",
-        "keyctl pipe %user:keyring:bedrock-keyd-test@alice",
+        "keyctl pipe %user:keyring:alice@bedrock-keyd-test",
+        // The store also links the key into the user's persistent keyring, which
+        // outlives the session: remove it.
+        "keyctl purge user keyring:alice@bedrock-keyd-test >/dev/null",
     );
     assert_round_trips(&output);
 }

@@ -235,7 +235,7 @@ fn torn_reads_never_happen_on_disk() {
     // The same on the temp dir's real file system, with real fsyncs: fewer rewrites,
     // since each costs two fsyncs.
     let dir = tempfile::tempdir().unwrap();
-    torn_reads(dir.path(), 300);
+    torn_reads(dir.path(), 1_000);
 }
 
 /// A small xorshift generator: enough to pick kill delays, with a printed seed.
