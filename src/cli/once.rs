@@ -15,8 +15,8 @@ use clap::Args;
 use super::{CliError, CredentialFlags, block_on};
 use crate::mint::{Lifetime, mint};
 use crate::sink::{
-    DEFAULT_ENV_VARIABLE, DEFAULT_KEYRING_ACCOUNT, EnvFileSpec, FileAccess, FileFormat,
-    FileMode, FileSpec, KeyringBackend, KeyringSpec, SinkSpec, UserRef, WriteOutcome,
+    DEFAULT_ENV_VARIABLE, DEFAULT_KEYRING_ACCOUNT, EnvFileSpec, FileAccess, FileFormat, FileMode,
+    FileSpec, KeyringBackend, KeyringSpec, SinkSpec, UserRef, WriteOutcome,
 };
 
 /// Mint one key, write it to every given sink, and exit.

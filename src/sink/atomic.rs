@@ -105,9 +105,8 @@ impl AtomicFile {
             )));
         }
         let target = self.resolve_target()?;
-        let (dir, name) = split(&target).ok_or_else(|| {
-            self.refuse(format!("{} does not name a file", target.display()))
-        })?;
+        let (dir, name) = split(&target)
+            .ok_or_else(|| self.refuse(format!("{} does not name a file", target.display())))?;
         self.check_dir(&dir)?;
         if !self.cleaned.swap(true, Ordering::SeqCst) {
             clean_stale(&self.sink, &dir, &name);
@@ -252,7 +251,8 @@ impl AtomicFile {
         let (temp_path, mut file) = self.create_temp(dir, name)?;
         let temp = TempGuard(Some(temp_path.clone()));
         let at = |what: &str| format!("{what} the temp file {}", temp_path.display());
-        set_access(&file, mode, uid, gid).map_err(|e| self.err(at("setting owner and mode of"), e))?;
+        set_access(&file, mode, uid, gid)
+            .map_err(|e| self.err(at("setting owner and mode of"), e))?;
         file.write_all(content)
             .map_err(|e| self.err(at("writing"), e))?;
         file.sync_all().map_err(|e| self.err(at("syncing"), e))?;
@@ -304,10 +304,7 @@ impl AtomicFile {
                 Ok(file) => return Ok((path, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
                 Err(e) => {
-                    return Err(self.err(
-                        format!("creating a temp file in {}", dir.display()),
-                        e,
-                    ));
+                    return Err(self.err(format!("creating a temp file in {}", dir.display()), e));
                 }
             }
         }
@@ -399,8 +396,12 @@ fn clean_stale(sink: &str, dir: &Path, name: &str) {
         if is_temp_for(file_name, name) {
             let path = entry.path();
             match fs::remove_file(&path) {
-                Ok(()) => tracing::info!(sink, path = %path.display(), "removed a temp file left by an interrupted write"),
-                Err(e) => tracing::warn!(sink, path = %path.display(), error = %e, "cannot remove a stale temp file"),
+                Ok(()) => {
+                    tracing::info!(sink, path = %path.display(), "removed a temp file left by an interrupted write")
+                }
+                Err(e) => {
+                    tracing::warn!(sink, path = %path.display(), error = %e, "cannot remove a stale temp file")
+                }
             }
         }
     }
@@ -484,7 +485,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = file(dir.path(), FileAccess::default());
         assert_eq!(f.write_with(content("a\n")).unwrap(), WriteOutcome::Written);
-        assert_eq!(f.write_with(content("a\n")).unwrap(), WriteOutcome::Unchanged);
+        assert_eq!(
+            f.write_with(content("a\n")).unwrap(),
+            WriteOutcome::Unchanged
+        );
         // A changed mode is repaired even when the content is the same.
         fs::set_permissions(dir.path().join("k"), fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(f.write_with(content("a\n")).unwrap(), WriteOutcome::Written);
@@ -492,7 +496,10 @@ mod tests {
         assert_eq!(meta.mode() & 0o7777, 0o600);
         assert_eq!(f.write_with(content("b\n")).unwrap(), WriteOutcome::Written);
         assert_eq!(f.read().unwrap().unwrap().as_slice(), b"b\n");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("k")]);
     }
 
@@ -514,7 +521,12 @@ mod tests {
         };
         file(dir.path(), follow).write_with(content("new")).unwrap();
         assert_eq!(fs::read_to_string(dir.path().join("real")).unwrap(), "new");
-        assert!(fs::symlink_metadata(dir.path().join("k")).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(dir.path().join("k"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
 
         let world = FileAccess {
             mode: "0644".parse().unwrap(),
@@ -533,7 +545,9 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("sticky"), "{err}");
         fs::set_permissions(open.path(), fs::Permissions::from_mode(0o1777)).unwrap();
-        file(open.path(), FileAccess::default()).write_with(content("x")).unwrap();
+        file(open.path(), FileAccess::default())
+            .write_with(content("x"))
+            .unwrap();
 
         fs::create_dir(dir.path().join("d")).unwrap();
         let err = AtomicFile::new("file t", dir.path().join("d"), FileAccess::default())
@@ -545,11 +559,15 @@ mod tests {
     #[test]
     fn first_write_removes_stale_temp_files_only() {
         let dir = tempfile::tempdir().unwrap();
-        let stale = dir.path().join(format!("{}{:016x}{TEMP_SUFFIX}", temp_prefix("k"), 7u64));
+        let stale = dir
+            .path()
+            .join(format!("{}{:016x}{TEMP_SUFFIX}", temp_prefix("k"), 7u64));
         let foreign = dir.path().join(".k.something.tmp");
         fs::write(&stale, "partial").unwrap();
         fs::write(&foreign, "not ours").unwrap();
-        file(dir.path(), FileAccess::default()).write_with(content("x")).unwrap();
+        file(dir.path(), FileAccess::default())
+            .write_with(content("x"))
+            .unwrap();
         assert!(!stale.exists());
         assert!(foreign.exists());
     }

@@ -38,7 +38,11 @@ impl EnvFileSink {
 
 impl Sink for EnvFileSink {
     fn describe(&self) -> String {
-        format!("env-file {} ({})", self.file.path().display(), self.variable)
+        format!(
+            "env-file {} ({})",
+            self.file.path().display(),
+            self.variable
+        )
     }
 
     fn write(&self, key: &ApiKey, _meta: &KeyMeta) -> Result<WriteOutcome, SinkError> {
@@ -77,9 +81,9 @@ impl Sink for EnvFileSink {
 /// Whether `value` can stand unquoted in all three consumers.
 pub fn is_safe_value(value: &str) -> bool {
     !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'.'))
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'.')
+        })
 }
 
 /// One assignment found in a dotenv file: `span` covers it from the start of its
@@ -97,7 +101,9 @@ struct Assignment {
 
 /// Why a dotenv file cannot be edited safely.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: a quoted value is never closed, so where the assignments are is ambiguous; fix the file by hand")]
+#[error(
+    "line {line}: a quoted value is never closed, so where the assignments are is ambiguous; fix the file by hand"
+)]
 pub struct ParseError {
     /// 1-based line of the assignment whose quote stays open.
     pub line: usize,
@@ -167,7 +173,13 @@ fn value_end(text: &[u8], start: usize) -> Option<usize> {
         let b = text[i];
         match quote {
             None => match b {
-                b'\n' => return Some(if i > start && text[i - 1] == b'\r' { i - 1 } else { i }),
+                b'\n' => {
+                    return Some(if i > start && text[i - 1] == b'\r' {
+                        i - 1
+                    } else {
+                        i
+                    });
+                }
                 b'\\' => i += 1,
                 b'\'' | b'"' => quote = Some(b),
                 // An unquoted `#` after blanks starts a comment: quotes in it mean nothing.
@@ -220,7 +232,9 @@ fn next_line(text: &[u8], end: usize) -> usize {
 /// the same to every consumer. A file with a quote that is never closed is refused
 /// rather than guessed at: editing it could corrupt the lines the user cares about.
 pub fn merge(text: &[u8], variable: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, ParseError> {
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len() + variable.len() + value.len() + 2));
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        text.len() + variable.len() + value.len() + 2,
+    ));
     let mut copied = 0;
     let mut found = false;
     for a in assignments(text)? {
@@ -265,7 +279,11 @@ fn ends_with_continuation(text: &[u8]) -> bool {
             end -= 1;
         }
     }
-    let backslashes = text[..end].iter().rev().take_while(|&&b| b == b'\\').count();
+    let backslashes = text[..end]
+        .iter()
+        .rev()
+        .take_while(|&&b| b == b'\\')
+        .count();
     backslashes % 2 == 1
 }
 
@@ -284,7 +302,9 @@ pub fn value_of<'a>(text: &'a [u8], variable: &str) -> Option<&'a str> {
         .ok()?
         .into_iter()
         .rfind(|a| &text[a.name_start..a.name_end] == variable.as_bytes())?;
-    let raw = std::str::from_utf8(&text[a.value_start..a.end]).ok()?.trim();
+    let raw = std::str::from_utf8(&text[a.value_start..a.end])
+        .ok()?
+        .trim();
     let unquoted = ['"', '\'']
         .iter()
         .find_map(|&q| raw.strip_prefix(q).and_then(|r| r.strip_suffix(q)))
@@ -308,7 +328,10 @@ mod tests {
         assert_eq!(merged(""), format!("TOKEN={KEY}\n"));
         assert_eq!(merged("A=1\n"), format!("A=1\nTOKEN={KEY}\n"));
         assert_eq!(merged("A=1"), format!("A=1\nTOKEN={KEY}\n"));
-        assert_eq!(merged("A=1\r\nB=2\r\n"), format!("A=1\r\nB=2\r\nTOKEN={KEY}\r\n"));
+        assert_eq!(
+            merged("A=1\r\nB=2\r\n"),
+            format!("A=1\r\nB=2\r\nTOKEN={KEY}\r\n")
+        );
         // A trailing line continuation must not swallow the new line.
         assert_eq!(merged("A=1\\"), format!("A=1\\\n\nTOKEN={KEY}\n"));
         assert_eq!(merged("A=1\\\n"), format!("A=1\\\n\nTOKEN={KEY}\n"));
@@ -327,7 +350,10 @@ mod tests {
         );
         assert_eq!(merged(before), after);
         assert_eq!(value_of(after.as_bytes(), "TOKEN"), Some(KEY));
-        assert_eq!(value_of(after.as_bytes(), "A"), Some("multi\nTOKEN=inside a quoted value"));
+        assert_eq!(
+            value_of(after.as_bytes(), "A"),
+            Some("multi\nTOKEN=inside a quoted value")
+        );
         assert_eq!(merged(&after), after, "idempotent");
     }
 
@@ -366,8 +392,11 @@ mod tests {
     }
 
     fn file() -> impl Strategy<Value = Vec<u8>> {
-        (prop::collection::vec((line(), prop::bool::ANY), 0..8), prop::bool::ANY).prop_map(
-            |(lines, last_newline)| {
+        (
+            prop::collection::vec((line(), prop::bool::ANY), 0..8),
+            prop::bool::ANY,
+        )
+            .prop_map(|(lines, last_newline)| {
                 let mut out = Vec::new();
                 for (i, (l, crlf)) in lines.iter().enumerate() {
                     out.extend_from_slice(l.as_bytes());
@@ -376,8 +405,7 @@ mod tests {
                     }
                 }
                 out
-            },
-        )
+            })
     }
 
     proptest! {

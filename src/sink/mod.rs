@@ -269,7 +269,13 @@ impl fmt::Display for SinkSpec {
         match self {
             Self::File(s) => write!(f, "file {}", s.path.display()),
             Self::EnvFile(s) => write!(f, "env-file {} ({})", s.path.display(), s.variable),
-            Self::Keyring(s) => write!(f, "keyring {}:{} ({})", s.service, s.account, s.backend.name()),
+            Self::Keyring(s) => write!(
+                f,
+                "keyring {}:{} ({})",
+                s.service,
+                s.account,
+                s.backend.name()
+            ),
         }
     }
 }

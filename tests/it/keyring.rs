@@ -57,21 +57,26 @@ done
 }
 
 fn assert_round_trips(output: &str) {
-    let pairs: Vec<(&str, &str)> = output
-        .lines()
-        .map(|l| l.split_once('|').unwrap())
-        .collect();
+    let pairs: Vec<(&str, &str)> = output.lines().map(|l| l.split_once('|').unwrap()).collect();
     assert_eq!(pairs.len(), 2, "{output}");
     for ((file, stored), region) in pairs.iter().zip(["us-east-1", "eu-central-1"]) {
         assert_eq!(file, stored, "the keyring holds what the file holds");
-        assert_eq!(bedrock_keyd::inspect::decode(stored).unwrap().region, region);
+        assert_eq!(
+            bedrock_keyd::inspect::decode(stored).unwrap().region,
+            region
+        );
     }
     assert_ne!(pairs[0].1, pairs[1].1, "the second run replaced the key");
 }
 
 #[test]
 fn secret_service_store_read_back_replace_read_back() {
-    for tool in ["dbus-run-session", "gnome-keyring-daemon", "secret-tool", "dbus-send"] {
+    for tool in [
+        "dbus-run-session",
+        "gnome-keyring-daemon",
+        "secret-tool",
+        "dbus-send",
+    ] {
         if !have(tool) {
             return util::skip(&format!(
                 "{tool} not found (apt-get install gnome-keyring libsecret-tools dbus)"

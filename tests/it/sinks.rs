@@ -95,7 +95,9 @@ fn valid_contents(name: &str) -> HashSet<Vec<u8>> {
         .map(|(key, meta)| match name {
             RAW => sink::file::render(FileFormat::Raw, key, meta).to_vec(),
             JSON => sink::file::render(FileFormat::Json, key, meta).to_vec(),
-            _ => envfile::merge(ENV_BASE.as_bytes(), VARIABLE, key.expose()).unwrap().to_vec(),
+            _ => envfile::merge(ENV_BASE.as_bytes(), VARIABLE, key.expose())
+                .unwrap()
+                .to_vec(),
         })
         .collect()
 }
@@ -174,7 +176,12 @@ fn writer(dir: &Path) {
 
 fn helper(role: &str, dir: &Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sinks::helper_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sinks::helper_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(HELPER_ENV, role)
         .env(HELPER_DIR_ENV, dir)
         .stdout(Stdio::null())
@@ -188,10 +195,10 @@ fn helper(role: &str, dir: &Path) -> Child {
 /// reader sees depends on rename, not on fsync).
 fn fast_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(dir) = tempfile::tempdir_in(shm) {
-            return dir;
-        }
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::tempdir_in(shm)
+    {
+        return dir;
     }
     tempfile::tempdir().unwrap()
 }
@@ -206,7 +213,8 @@ fn torn_reads(dir: &Path, rewrites: usize) {
         let (key, meta) = &keys[i % keys.len()];
         for (name, sink) in &sinks {
             assert_eq!(
-                sink.write(key, meta).unwrap_or_else(|e| panic!("{name}: {e}")),
+                sink.write(key, meta)
+                    .unwrap_or_else(|e| panic!("{name}: {e}")),
                 WriteOutcome::Written
             );
         }
@@ -218,7 +226,9 @@ fn torn_reads(dir: &Path, rewrites: usize) {
     let result = fs::read_to_string(dir.join("result")).unwrap();
     let (reads, distinct) = result.split_once(' ').unwrap();
     let (reads, distinct): (u64, usize) = (reads.parse().unwrap(), distinct.parse().unwrap());
-    eprintln!("{rewrites} rewrites of 3 files in {elapsed:?}; {reads} reads, {distinct} distinct contents, all complete");
+    eprintln!(
+        "{rewrites} rewrites of 3 files in {elapsed:?}; {reads} reads, {distinct} distinct contents, all complete"
+    );
     // The reader really raced the writer: it saw several keys in every file.
     assert!(distinct >= 6, "{result}");
     assert!(reads >= 300, "{result}");
@@ -255,7 +265,9 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.unwrap())
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            [RAW, JSON, ENV].iter().any(|t| atomic::is_temp_for(&name, t))
+            [RAW, JSON, ENV]
+                .iter()
+                .any(|t| atomic::is_temp_for(&name, t))
         })
         .map(|e| e.path())
         .collect()
@@ -267,7 +279,10 @@ fn sigkilled_writer_leaves_old_or_new_key_and_next_start_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     prepare_stress_dir(dir, "0640");
-    let valid: Vec<_> = [RAW, JSON, ENV].iter().map(|n| (*n, valid_contents(n))).collect();
+    let valid: Vec<_> = [RAW, JSON, ENV]
+        .iter()
+        .map(|n| (*n, valid_contents(n)))
+        .collect();
     let seed = std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -284,7 +299,8 @@ fn sigkilled_writer_leaves_old_or_new_key_and_next_start_cleans_up() {
         while !dir.join("ready").exists() {
             if let Some(status) = writer.try_wait().unwrap() {
                 let mut err = String::new();
-                std::io::Read::read_to_string(&mut writer.stderr.take().unwrap(), &mut err).unwrap();
+                std::io::Read::read_to_string(&mut writer.stderr.take().unwrap(), &mut err)
+                    .unwrap();
                 panic!("writer exited with {status}: {err}");
             }
             assert!(Instant::now() < deadline, "writer never got ready");
@@ -292,7 +308,11 @@ fn sigkilled_writer_leaves_old_or_new_key_and_next_start_cleans_up() {
         }
         // The new writer's first round is done: it removed what its predecessor left.
         for path in &stale {
-            assert!(!path.exists(), "kill {kill}: stale {} survived a restart", path.display());
+            assert!(
+                !path.exists(),
+                "kill {kill}: stale {} survived a restart",
+                path.display()
+            );
         }
         if kill == KILLS {
             writer.kill().unwrap();
@@ -319,11 +339,18 @@ fn sigkilled_writer_leaves_old_or_new_key_and_next_start_cleans_up() {
             // A temp file never lets anyone but the owner (and the configured group)
             // read: it is owner-only until the final 0640 is set, before any data.
             let mode = fs::metadata(path).unwrap().mode() & 0o7777;
-            assert!(mode == 0o600 || mode == 0o640, "{}: mode {mode:o}", path.display());
+            assert!(
+                mode == 0o600 || mode == 0o640,
+                "{}: mode {mode:o}",
+                path.display()
+            );
         }
     }
     eprintln!("{KILLS} kills, {kills_mid_write} of them left a temp file behind");
-    assert!(kills_mid_write > 0, "no kill landed mid-write; the test proves nothing");
+    assert!(
+        kills_mid_write > 0,
+        "no kill landed mid-write; the test proves nothing"
+    );
 
     // A normal start after the last kill: one write, no temp file left anywhere.
     let (key, meta) = &keys()[1];
@@ -386,11 +413,17 @@ fn full_disk_fails_cleanly_and_keeps_the_old_key() {
     assert_eq!(read("rc").trim(), "73");
     let err = read("err");
     assert!(err.to_lowercase().contains("no space left"), "{err}");
-    assert!(err.contains("mnt/k.key") && err.contains("mnt/app.env"), "{err}");
+    assert!(
+        err.contains("mnt/k.key") && err.contains("mnt/app.env"),
+        "{err}"
+    );
     assert_eq!(read("before.key"), read("after.key"));
     assert_eq!(read("before.env"), read("after.env"));
     assert!(read("before.key").starts_with("bedrock-api-key-"));
-    assert_eq!(read("listing").split_whitespace().collect::<Vec<_>>(), ["app.env", "fill", "k.key"]);
+    assert_eq!(
+        read("listing").split_whitespace().collect::<Vec<_>>(),
+        ["app.env", "fill", "k.key"]
+    );
 }
 
 #[test]
@@ -408,7 +441,8 @@ fn mode_is_exact_whatever_the_umask() {
             .unwrap();
             assert!(out.status.success(), "{}", util::stderr(&out));
             for prefix in ["f", "e"] {
-                let meta = fs::metadata(env.path().join(format!("{prefix}-{umask}-{mode}"))).unwrap();
+                let meta =
+                    fs::metadata(env.path().join(format!("{prefix}-{umask}-{mode}"))).unwrap();
                 assert_eq!(
                     format!("{:04o}", meta.mode() & 0o7777),
                     mode,
@@ -439,23 +473,53 @@ fn owner_and_group_are_applied() {
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let out = env
         .cmd_with_example_creds()
-        .args(["once", "--region", "us-east-1", "--mode", "0640", "--file", "k", "--env-file", "e"])
-        .args(["--owner", "nobody", "--group", &nobody.gid.as_raw().to_string()])
+        .args([
+            "once",
+            "--region",
+            "us-east-1",
+            "--mode",
+            "0640",
+            "--file",
+            "k",
+            "--env-file",
+            "e",
+        ])
+        .args([
+            "--owner",
+            "nobody",
+            "--group",
+            &nobody.gid.as_raw().to_string(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", util::stderr(&out));
     for name in ["k", "e"] {
         let meta = fs::metadata(env.path().join(name)).unwrap();
-        assert_eq!((meta.uid(), meta.gid()), (nobody.uid.as_raw(), nobody.gid.as_raw()));
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (nobody.uid.as_raw(), nobody.gid.as_raw())
+        );
         assert_eq!(meta.mode() & 0o7777, 0o640);
     }
     let out = env
         .cmd_with_example_creds()
-        .args(["once", "--region", "us-east-1", "--file", "k", "--owner", "no-such-user-here"])
+        .args([
+            "once",
+            "--region",
+            "us-east-1",
+            "--file",
+            "k",
+            "--owner",
+            "no-such-user-here",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(73), "{}", util::stderr(&out));
-    assert!(util::stderr(&out).contains("no-such-user-here"), "{}", util::stderr(&out));
+    assert!(
+        util::stderr(&out).contains("no-such-user-here"),
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 #[test]
@@ -478,7 +542,15 @@ fn env_file_keeps_every_other_line_byte_for_byte() {
     fs::write(&path, before).unwrap();
     let out = env
         .cmd_with_example_creds()
-        .args(["once", "--region", "us-west-2", "--env-file", "app.env", "--file", "k"])
+        .args([
+            "once",
+            "--region",
+            "us-west-2",
+            "--env-file",
+            "app.env",
+            "--file",
+            "k",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", util::stderr(&out));
@@ -511,7 +583,15 @@ fn env_file_keeps_every_other_line_byte_for_byte() {
     // A missing env-file is created with just the variable.
     let out = env
         .cmd_with_example_creds()
-        .args(["once", "--region", "us-west-2", "--env-file", "new.env", "--env-variable", "TOKEN"])
+        .args([
+            "once",
+            "--region",
+            "us-west-2",
+            "--env-file",
+            "new.env",
+            "--env-variable",
+            "TOKEN",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", util::stderr(&out));
@@ -525,12 +605,25 @@ fn once_logs_without_the_key_and_a_second_identical_write_is_skipped() {
     let env = TestEnv::new();
     let out = env
         .cmd_with_example_creds()
-        .args(["once", "--region", "us-east-1", "--file", "a", "--file", "b", "--file-format", "json"])
+        .args([
+            "once",
+            "--region",
+            "us-east-1",
+            "--file",
+            "a",
+            "--file",
+            "b",
+            "--file-format",
+            "json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", util::stderr(&out));
     let log = util::stderr(&out);
-    assert!(log.contains("key minted") && log.contains("sink written"), "{log}");
+    assert!(
+        log.contains("key minted") && log.contains("sink written"),
+        "{log}"
+    );
     let doc: serde_json::Value =
         serde_json::from_slice(&fs::read(env.path().join("b")).unwrap()).unwrap();
     let key = doc["key"].as_str().unwrap();
@@ -567,15 +660,24 @@ fn sink_errors_exit_73_naming_sink_path_and_os_error() {
     let out = once(&env, &["--file", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(73), "{}", util::stderr(&out));
     let err = util::stderr(&out);
-    assert!(err.contains(&format!("file {}", missing.display())), "{err}");
+    assert!(
+        err.contains(&format!("file {}", missing.display())),
+        "{err}"
+    );
     assert!(err.contains("No such file or directory"), "{err}");
 
     // A directory the writer may not create files in: the previous key stays.
     let dir = env.path().join("locked");
     fs::create_dir(&dir).unwrap();
-    let out = once(&env, &["--file", "locked/k.key", "--env-file", "locked/app.env"]);
+    let out = once(
+        &env,
+        &["--file", "locked/k.key", "--env-file", "locked/app.env"],
+    );
     assert!(out.status.success(), "{}", util::stderr(&out));
-    let before = (fs::read(dir.join("k.key")).unwrap(), fs::read(dir.join("app.env")).unwrap());
+    let before = (
+        fs::read(dir.join("k.key")).unwrap(),
+        fs::read(dir.join("app.env")).unwrap(),
+    );
     let root = is_root();
     let lock = |on: bool| {
         if root {
@@ -585,8 +687,11 @@ fn sink_errors_exit_73_naming_sink_path_and_os_error() {
                 .status();
             status.is_ok_and(|s| s.success())
         } else {
-            fs::set_permissions(&dir, fs::Permissions::from_mode(if on { 0o500 } else { 0o700 }))
-                .is_ok()
+            fs::set_permissions(
+                &dir,
+                fs::Permissions::from_mode(if on { 0o500 } else { 0o700 }),
+            )
+            .is_ok()
         }
     };
     if !lock(true) {
@@ -594,20 +699,48 @@ fn sink_errors_exit_73_naming_sink_path_and_os_error() {
     }
     let out = env
         .cmd_with_example_creds()
-        .args(["once", "--region", "eu-west-1", "--file", "locked/k.key", "--env-file", "locked/app.env", "--file", "ok.key"])
+        .args([
+            "once",
+            "--region",
+            "eu-west-1",
+            "--file",
+            "locked/k.key",
+            "--env-file",
+            "locked/app.env",
+            "--file",
+            "ok.key",
+        ])
         .output()
         .unwrap();
     assert!(lock(false));
     assert_eq!(out.status.code(), Some(73), "{}", util::stderr(&out));
     let err = util::stderr(&out);
     assert!(err.contains("2 of 3 sinks could not be written"), "{err}");
-    assert!(err.contains(&format!("file {}", dir.join("k.key").display())), "{err}");
-    assert!(err.contains(&format!("env-file {}", dir.join("app.env").display())), "{err}");
-    assert!(err.contains("Operation not permitted") || err.contains("Permission denied"), "{err}");
-    assert_eq!(before, (fs::read(dir.join("k.key")).unwrap(), fs::read(dir.join("app.env")).unwrap()));
+    assert!(
+        err.contains(&format!("file {}", dir.join("k.key").display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("env-file {}", dir.join("app.env").display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("Operation not permitted") || err.contains("Permission denied"),
+        "{err}"
+    );
+    assert_eq!(
+        before,
+        (
+            fs::read(dir.join("k.key")).unwrap(),
+            fs::read(dir.join("app.env")).unwrap()
+        )
+    );
     // The sink that could be written was.
     let ok = fs::read_to_string(env.path().join("ok.key")).unwrap();
-    assert_eq!(bedrock_keyd::inspect::decode(&ok).unwrap().region, "eu-west-1");
+    assert_eq!(
+        bedrock_keyd::inspect::decode(&ok).unwrap().region,
+        "eu-west-1"
+    );
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "no temp file left");
 }
 
@@ -618,17 +751,35 @@ fn unsafe_targets_are_refused() {
     std::os::unix::fs::symlink("real", env.path().join("link")).unwrap();
     let out = once(&env, &["--file", "link"]);
     assert_eq!(out.status.code(), Some(73));
-    assert!(util::stderr(&out).contains("symbolic link"), "{}", util::stderr(&out));
-    assert_eq!(fs::read_to_string(env.path().join("real")).unwrap(), "old\n");
+    assert!(
+        util::stderr(&out).contains("symbolic link"),
+        "{}",
+        util::stderr(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(env.path().join("real")).unwrap(),
+        "old\n"
+    );
     let out = once(&env, &["--file", "link", "--follow-symlinks"]);
     assert!(out.status.success(), "{}", util::stderr(&out));
-    assert!(fs::read_to_string(env.path().join("real")).unwrap().starts_with("bedrock-api-key-"));
+    assert!(
+        fs::read_to_string(env.path().join("real"))
+            .unwrap()
+            .starts_with("bedrock-api-key-")
+    );
 
     let out = once(&env, &["--file", "w", "--mode", "0644"]);
     assert_eq!(out.status.code(), Some(73));
-    assert!(util::stderr(&out).contains("every user"), "{}", util::stderr(&out));
+    assert!(
+        util::stderr(&out).contains("every user"),
+        "{}",
+        util::stderr(&out)
+    );
     assert!(!env.path().join("w").exists());
-    let out = once(&env, &["--file", "w", "--mode", "0644", "--allow-world-readable"]);
+    let out = once(
+        &env,
+        &["--file", "w", "--mode", "0644", "--allow-world-readable"],
+    );
     assert!(out.status.success(), "{}", util::stderr(&out));
 
     let open = env.path().join("open");
@@ -636,7 +787,11 @@ fn unsafe_targets_are_refused() {
     fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
     let out = once(&env, &["--file", "open/k"]);
     assert_eq!(out.status.code(), Some(73));
-    assert!(util::stderr(&out).contains("sticky"), "{}", util::stderr(&out));
+    assert!(
+        util::stderr(&out).contains("sticky"),
+        "{}",
+        util::stderr(&out)
+    );
 
     let out = once(&env, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
@@ -663,5 +818,9 @@ fn a_single_file_bind_mount_is_rewritten_in_place_with_a_warning() {
     assert!(err.contains("in place") && err.contains("busy"), "{err}");
     let written = fs::read_to_string(env.path().join("source.key")).unwrap();
     assert!(bedrock_keyd::inspect::decode(&written).is_ok());
-    assert_eq!(fs::read_dir(env.path()).unwrap().count(), 4, "no temp file left");
+    assert_eq!(
+        fs::read_dir(env.path()).unwrap().count(),
+        4,
+        "no temp file left"
+    );
 }
