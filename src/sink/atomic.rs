@@ -10,7 +10,8 @@
 //! 2. read the current content; if it already is the new content with the configured
 //!    mode and owner, write nothing ([`WriteOutcome::Unchanged`]);
 //! 3. create a temp file in the target's directory with `O_CREAT|O_EXCL`, readable by
-//!    its owner only; `fchown` it to the configured owner/group, `fchmod` it to the
+//!    its owner only; `fchown` it to the configured owner/group (running as root
+//!    without one configured: the owner the file had), `fchmod` it to the
 //!    configured mode (whatever the umask), and only then write the data: no other user
 //!    can ever open a file that holds the key unless the configured mode lets them;
 //! 4. `fsync` the temp file, `rename` it over the target, `fsync` the directory, so the
@@ -111,11 +112,20 @@ impl AtomicFile {
         if !self.cleaned.swap(true, Ordering::SeqCst) {
             clean_stale(&self.sink, &dir, &name);
         }
-        let uid = self.resolve(self.access.owner.as_ref(), Kind::User)?;
-        let gid = self.resolve(self.access.group.as_ref(), Kind::Group)?;
+        let mut uid = self.resolve(self.access.owner.as_ref(), Kind::User)?;
+        let mut gid = self.resolve(self.access.group.as_ref(), Kind::Group)?;
 
         let current = read_if_exists(&target)
             .map_err(|e| self.err(format!("reading {}", target.display()), e))?;
+        // Root replacing a file it was not told who should own keeps the owner the
+        // file has: an env-file of `app` must not become root's and unreadable to app.
+        // (Only root may give a file away, so others get the usual new-file owner.)
+        if let Some((_, meta)) = &current
+            && nix::unistd::geteuid().is_root()
+        {
+            uid = uid.or(Some(meta.uid()));
+            gid = gid.or(Some(meta.gid()));
+        }
         let content = render(current.as_ref().map(|(bytes, _)| bytes.as_slice()))?;
         if let Some((bytes, meta)) = &current {
             let same_access = meta.mode() & 0o7777 == mode

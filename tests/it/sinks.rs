@@ -174,8 +174,12 @@ fn writer(dir: &Path) {
     }
 }
 
+/// Re-runs this binary as the helper `role`, under umask 000 so that no file mode can
+/// owe anything to the umask.
 fn helper(role: &str, dir: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+    Command::new("sh")
+        .args(["-c", r#"umask 000; exec "$0" "$@""#])
+        .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "sinks::helper_process",
@@ -336,8 +340,9 @@ fn sigkilled_writer_leaves_old_or_new_key_and_next_start_cleans_up() {
             kills_mid_write += 1;
         }
         for path in &stale {
-            // A temp file never lets anyone but the owner (and the configured group)
-            // read: it is owner-only until the final 0640 is set, before any data.
+            // Even under umask 000 a temp file never lets anyone but the owner (and
+            // the configured group) read: it is owner-only until the final 0640 is
+            // set, before any data.
             let mode = fs::metadata(path).unwrap().mode() & 0o7777;
             assert!(
                 mode == 0o600 || mode == 0o640,
@@ -501,6 +506,33 @@ fn owner_and_group_are_applied() {
         );
         assert_eq!(meta.mode() & 0o7777, 0o640);
     }
+    // Without --owner/--group, root keeps the owner of the file it replaces.
+    let out = env
+        .cmd_with_example_creds()
+        .args([
+            "once",
+            "--region",
+            "eu-west-1",
+            "--mode",
+            "0640",
+            "--env-file",
+            "e",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", util::stderr(&out));
+    let meta = fs::metadata(env.path().join("e")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (nobody.uid.as_raw(), nobody.gid.as_raw())
+    );
+    let text = fs::read_to_string(env.path().join("e")).unwrap();
+    let key = bedrock_keyd::inspect::extract_key(&text, Some("AWS_BEARER_TOKEN_BEDROCK")).unwrap();
+    assert_eq!(
+        bedrock_keyd::inspect::decode(&key).unwrap().region,
+        "eu-west-1"
+    );
+
     let out = env
         .cmd_with_example_creds()
         .args([
@@ -823,4 +855,41 @@ fn a_single_file_bind_mount_is_rewritten_in_place_with_a_warning() {
         4,
         "no temp file left"
     );
+}
+
+#[test]
+fn once_exit_codes_for_credentials_configuration_and_usage() {
+    let env = TestEnv::new();
+    // No credentials anywhere: 69, and no sink is touched.
+    let out = env
+        .cmd()
+        .args(["once", "--region", "us-east-1", "--file", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", util::stderr(&out));
+    assert!(!env.path().join("k").exists());
+    // No region: 78.
+    let out = env
+        .cmd_with_example_creds()
+        .args(["once", "--file", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", util::stderr(&out));
+    // Malformed flags: 2.
+    for bad in [
+        &["--keyring", ":acct"][..],
+        &["--keyring", "svc:"],
+        &["--keyring-backend", "wallet", "--keyring", "s"],
+        &["--env-variable", "1BAD", "--env-file", "e"],
+        &["--mode", "0800", "--file", "k"],
+        &["--file-format", "yaml", "--file", "k"],
+    ] {
+        let out = once(&env, bad);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            util::stderr(&out)
+        );
+    }
 }
