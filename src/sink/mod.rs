@@ -3,7 +3,7 @@
 //! This module holds the validated *specifications* of sinks, shared by the command
 //! line (`once --file …`) and the config file, the [`Sink`] trait the daemon drives,
 //! and [`build`], which turns a spec into its writer. The writers live in the
-//! submodules: [`file`] and [`envfile`] share the one atomic-replace routine in
+//! submodules: [`file`](mod@file) and [`envfile`] share the one atomic-replace routine in
 //! [`atomic`]; [`keyring`] talks to the OS keyrings.
 
 pub mod atomic;
