@@ -29,7 +29,7 @@ fn store_read_replace(
     let script = format!(
         r#"set -e
 for region in us-east-1 eu-central-1; do
-  "$BKD" once --region "$region" --keyring bedrock-keyd-test:alice --keyring-backend {backend} --file k.key
+  "$BKD" once --region "$region" --keyring bedrock-keyd-test:$ACCOUNT --keyring-backend {backend} --file k.key
   printf '%s|%s\n' "$(cat k.key)" "$({read_back})"
 done
 {cleanup}"#
@@ -44,6 +44,9 @@ done
         .env("AWS_ACCESS_KEY_ID", util::EXAMPLE_ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", util::EXAMPLE_SECRET_ACCESS_KEY)
         .env("BKD", util::bin())
+        // Unique per run: the kernel's persistent keyring is shared by every process
+        // of the user, including a concurrent run of this test.
+        .env("ACCOUNT", format!("alice-{}", std::process::id()))
         .current_dir(env.path())
         .output()
         .unwrap();
@@ -89,7 +92,7 @@ fn secret_service_store_read_back_replace_read_back() {
         &env,
         &["dbus-run-session", "--", "sh", helper.to_str().unwrap()],
         "secret-service",
-        "secret-tool lookup service bedrock-keyd-test username alice",
+        "secret-tool lookup service bedrock-keyd-test username $ACCOUNT",
         // The keyring lives and dies with the private D-Bus session.
         "",
     );
@@ -107,10 +110,10 @@ fn kernel_keyring_store_read_back_replace_read_back() {
         &env,
         &["keyctl", "session", "-"],
         "keyutils",
-        "keyctl pipe %user:keyring:alice@bedrock-keyd-test",
+        "keyctl pipe %user:keyring:$ACCOUNT@bedrock-keyd-test",
         // The store also links the key into the user's persistent keyring, which
         // outlives the session: remove it.
-        "keyctl purge user keyring:alice@bedrock-keyd-test >/dev/null",
+        "keyctl purge user keyring:$ACCOUNT@bedrock-keyd-test >/dev/null",
     );
     assert_round_trips(&output);
 }
