@@ -365,6 +365,21 @@ fn sigkilled_writer_leaves_old_or_new_key_and_next_start_cleans_up() {
     assert_eq!(temp_files(dir), Vec::<PathBuf>::new());
 }
 
+/// The `unshare` command line for a throw-away mount namespace (mounts vanish with
+/// it, even if the test dies): plain as root, inside a user namespace otherwise.
+fn private_mounts() -> Option<&'static str> {
+    let unshare = if is_root() {
+        "unshare -m --propagation private"
+    } else {
+        "unshare -U -r -m --propagation private"
+    };
+    Command::new("sh")
+        .args(["-c", &format!("{unshare} true")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then_some(unshare)
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -394,14 +409,16 @@ fn script(env: &TestEnv, script: &str) -> Command {
 
 #[test]
 fn full_disk_fails_cleanly_and_keeps_the_old_key() {
-    if !is_root() || !have("unshare") {
-        return util::skip("full-disk test needs root and unshare (a private tmpfs mount)");
-    }
+    let Some(unshare) = private_mounts() else {
+        return util::skip(
+            "full-disk test needs a private mount namespace (root, or unprivileged user namespaces) and unshare",
+        );
+    };
     let env = TestEnv::new();
     fs::create_dir(env.path().join("mnt")).unwrap();
     let out = script(
         &env,
-        r#"exec unshare -m --propagation private sh -ec '
+        &format!(r#"exec {unshare} sh -ec '
             mount -t tmpfs -o size=64k tmpfs mnt
             "$BKD" once --region us-east-1 --file mnt/k.key --env-file mnt/app.env
             cp mnt/k.key before.key; cp mnt/app.env before.env
@@ -409,7 +426,8 @@ fn full_disk_fails_cleanly_and_keeps_the_old_key() {
             rc=0; "$BKD" once --region eu-west-1 --file mnt/k.key --env-file mnt/app.env 2>err || rc=$?
             echo $rc > rc
             cp mnt/k.key after.key; cp mnt/app.env after.env
-            ls -A mnt > listing'"#,
+            ls -A mnt > listing'"#
+        ),
     )
     .output()
     .unwrap();
@@ -831,17 +849,21 @@ fn unsafe_targets_are_refused() {
 
 #[test]
 fn a_single_file_bind_mount_is_rewritten_in_place_with_a_warning() {
-    if !is_root() || !have("unshare") {
-        return util::skip("bind-mount test needs root and unshare");
-    }
+    let Some(unshare) = private_mounts() else {
+        return util::skip(
+            "bind-mount test needs a private mount namespace (root, or unprivileged user namespaces) and unshare",
+        );
+    };
     let env = TestEnv::new();
     fs::write(env.path().join("source.key"), "old\n").unwrap();
     fs::write(env.path().join("mounted.key"), "").unwrap();
     let out = script(
         &env,
-        r#"exec unshare -m --propagation private sh -ec '
+        &format!(
+            r#"exec {unshare} sh -ec '
             mount --bind source.key mounted.key
-            "$BKD" once --region us-east-1 --file mounted.key 2>err'"#,
+            "$BKD" once --region us-east-1 --file mounted.key 2>err'"#
+        ),
     )
     .output()
     .unwrap();
