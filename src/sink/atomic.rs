@@ -101,7 +101,7 @@ impl AtomicFile {
         let mode = self.access.mode.bits();
         if mode & OTHER_BITS != 0 && !self.access.allow_world_readable {
             return Err(self.refuse(format!(
-                "mode {} lets every user on the machine at the key; use a mode such as 0600 or 0640, or allow world-readable explicitly",
+                "mode {} lets every user on the machine at the key; use a mode such as 0600 or 0640, or allow it explicitly (--allow-world-readable, allow_world_readable = true)",
                 self.access.mode
             )));
         }
@@ -171,7 +171,7 @@ impl AtomicFile {
                 .map_err(|e| self.err(format!("reading the symlink {}", path.display()), e))?;
             if !self.access.follow_symlinks {
                 return Err(self.refuse(format!(
-                    "{} is a symbolic link (to {}); refusing to write through it unless following symlinks is allowed",
+                    "{} is a symbolic link (to {}); refusing to write through it unless allowed (--follow-symlinks, follow_symlinks = true)",
                     path.display(),
                     link.display()
                 )));
