@@ -149,3 +149,33 @@ fn safe_error(err: keyring_core::Error) -> io::Error {
     };
     io::Error::new(kind, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyring_errors_never_carry_the_stored_secret() {
+        let secret = b"bedrock-api-key-c2VjcmV0\xff".to_vec();
+        let shown = safe_error(keyring_core::Error::BadEncoding(secret));
+        assert!(!format!("{shown} {shown:?}").contains("c2VjcmV0"));
+        let shown = safe_error(keyring_core::Error::BadDataFormat(
+            b"c2VjcmV0".to_vec(),
+            "bad".into(),
+        ));
+        assert!(!format!("{shown} {shown:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn backends_parse_and_resolve() {
+        assert_eq!("keyutils".parse(), Ok(KeyringBackend::Keyutils));
+        assert!("wallet".parse::<KeyringBackend>().is_err());
+        assert_ne!(KeyringBackend::Default.resolve(), KeyringBackend::Default);
+        let spec = KeyringSpec::new("svc", "acct");
+        assert_eq!(spec.backend, KeyringBackend::Default);
+        assert_eq!(
+            crate::sink::SinkSpec::Keyring(spec).to_string(),
+            "keyring svc:acct"
+        );
+    }
+}

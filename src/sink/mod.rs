@@ -269,13 +269,13 @@ impl fmt::Display for SinkSpec {
         match self {
             Self::File(s) => write!(f, "file {}", s.path.display()),
             Self::EnvFile(s) => write!(f, "env-file {} ({})", s.path.display(), s.variable),
-            Self::Keyring(s) => write!(
-                f,
-                "keyring {}:{} ({})",
-                s.service,
-                s.account,
-                s.backend.name()
-            ),
+            Self::Keyring(s) => {
+                write!(f, "keyring {}:{}", s.service, s.account)?;
+                match s.backend {
+                    KeyringBackend::Default => Ok(()),
+                    other => write!(f, " ({})", other.name()),
+                }
+            }
         }
     }
 }
