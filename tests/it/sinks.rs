@@ -915,3 +915,69 @@ fn once_exit_codes_for_credentials_configuration_and_usage() {
         );
     }
 }
+
+#[test]
+fn syscalls_happen_in_the_safe_order() {
+    // The order is the guarantee: created owner-only and exclusively, owner and final
+    // mode set before the first byte, fsync, rename, fsync of the directory.
+    if !have("strace") {
+        return util::skip("strace not found (apt-get install strace)");
+    }
+    let env = TestEnv::new();
+    let uid = nix::unistd::geteuid().as_raw().to_string();
+    let out = script(
+        &env,
+        &format!(
+            r#"exec strace -f -o trace -e trace=openat,fchmod,fchown,write,fsync,rename,renameat,renameat2 "$BKD" once --region us-east-1 --file k --mode 0640 --owner {uid}"#
+        ),
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", util::stderr(&out));
+    let trace = fs::read_to_string(env.path().join("trace")).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    let find = |from: usize, what: &dyn Fn(&str) -> bool| -> usize {
+        from + lines[from..]
+            .iter()
+            .position(|l| what(l))
+            .unwrap_or_else(|| panic!("not found after line {from}:\n{trace}"))
+    };
+    let create = find(0, &|l| {
+        l.contains("openat(")
+            && l.contains(".k.bedrock-keyd.")
+            && l.contains("O_CREAT|O_EXCL")
+            && l.contains("O_NOFOLLOW")
+            && l.contains(", 0600)")
+    });
+    let fd = lines[create].rsplit("= ").next().unwrap().trim().to_owned();
+    let chown = find(create, &|l| l.contains(&format!("fchown({fd}, {uid}")));
+    let chmod = find(create, &|l| l.contains(&format!("fchmod({fd}, 0640)")));
+    let write = find(create, &|l| {
+        l.contains(&format!("write({fd}, \"bedrock-api-key-"))
+    });
+    let sync = find(write, &|l| l.contains(&format!("fsync({fd})")));
+    let rename = find(sync, &|l| l.contains("rename") && l.contains("/k\")"));
+    let dir = env.path().to_str().unwrap().to_owned();
+    let open_dir = find(rename, &|l| {
+        l.contains(&format!("openat(AT_FDCWD, \"{dir}\", O_RDONLY"))
+    });
+    let dir_fd = lines[open_dir]
+        .rsplit("= ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let dir_sync = find(open_dir, &|l| l.contains(&format!("fsync({dir_fd})")));
+    assert!(chown < chmod && chmod < write, "{trace}");
+    assert!(
+        write < sync && sync < rename && rename < dir_sync,
+        "{trace}"
+    );
+    // No other write to the temp file before its mode was final.
+    assert!(
+        !lines[create..chmod]
+            .iter()
+            .any(|l| l.contains(&format!("write({fd},"))),
+        "{trace}"
+    );
+}
