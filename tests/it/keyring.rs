@@ -117,3 +117,35 @@ fn kernel_keyring_store_read_back_replace_read_back() {
     );
     assert_round_trips(&output);
 }
+
+#[test]
+fn secret_service_from_a_tokio_blocking_thread() {
+    // How the daemon will use the sink: the library, from `spawn_blocking`.
+    for tool in ["dbus-run-session", "gnome-keyring-daemon", "dbus-send"] {
+        if !have(tool) {
+            return util::skip(&format!(
+                "{tool} not found (apt-get install gnome-keyring dbus)"
+            ));
+        }
+    }
+    let helper = util::repo_root().join("tests/scripts/with-keyring.sh");
+    let out = Command::new("dbus-run-session")
+        .args(["--", "sh", helper.to_str().unwrap()])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sinks::helper_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BEDROCK_KEYD_TEST_HELPER", "keyring-in-tokio")
+        .env("BEDROCK_KEYD_TEST_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", util::stderr(&out));
+    assert!(
+        util::stdout(&out).contains("1 passed"),
+        "{}",
+        util::stdout(&out)
+    );
+}

@@ -121,6 +121,7 @@ fn helper_process() {
     match role.as_str() {
         "reader" => reader(&dir),
         "writer" => writer(&dir),
+        "keyring-in-tokio" => keyring_in_tokio(),
         other => panic!("unknown helper role {other}"),
     }
 }
@@ -176,6 +177,29 @@ fn writer(dir: &Path) {
 
 /// Re-runs this binary as the helper `role`, under umask 000 so that no file mode can
 /// owe anything to the umask.
+/// The daemon drives sinks from a tokio runtime on blocking threads: the Secret
+/// Service store (zbus with its own executor) must work there, in both directions.
+fn keyring_in_tokio() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::task::spawn_blocking(|| {
+            let spec = bedrock_keyd::sink::KeyringSpec::new("bedrock-keyd-tokio", "t");
+            let sink = sink::build(&SinkSpec::Keyring(spec));
+            for (key, meta) in keys().iter().chain(keys().iter().take(1)) {
+                sink.write(key, meta).unwrap();
+                assert_eq!(sink.read().unwrap().as_ref(), Some(key));
+            }
+            let (key, meta) = &keys()[0];
+            assert_eq!(sink.write(key, meta).unwrap(), WriteOutcome::Unchanged);
+        })
+        .await
+        .unwrap();
+    });
+}
+
 fn helper(role: &str, dir: &Path) -> Child {
     Command::new("sh")
         .args(["-c", r#"umask 000; exec "$0" "$@""#])
