@@ -6,6 +6,7 @@ mod completions;
 mod flags;
 mod inspect;
 mod mint;
+mod once;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,7 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Check(check::CheckArgs),
     Completions(completions::CompletionsArgs),
+    Once(once::OnceArgs),
 }
 
 /// Everything a command can fail with, each mapped to one exit code.
@@ -72,11 +74,44 @@ pub enum CliError {
     Credentials(#[from] crate::credentials::CredentialsError),
     #[error(transparent)]
     Mint(#[from] crate::mint::MintError),
+    #[error(transparent)]
+    Sinks(SinkFailures),
     #[error("{0}")]
     Runtime(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
+
+/// The sinks `once` could not write (the others were written).
+#[derive(Debug)]
+pub struct SinkFailures {
+    pub failures: Vec<crate::sink::SinkError>,
+    /// How many sinks were attempted.
+    pub total: usize,
+}
+
+impl std::fmt::Display for SinkFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let [only] = self.failures.as_slice() {
+            return write!(f, "{only}");
+        }
+        write!(
+            f,
+            "{} of {} sinks could not be written: ",
+            self.failures.len(),
+            self.total
+        )?;
+        for (i, e) in self.failures.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SinkFailures {}
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
@@ -87,6 +122,7 @@ impl CliError {
             Self::Credentials(C::NoRegion { .. } | C::BadRegion(_)) => exit::CONFIG,
             Self::Credentials(_) => exit::CREDENTIALS,
             Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
+            Self::Sinks(_) => exit::SINK,
             Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,
             Self::Config(_) => exit::CONFIG,
         }
@@ -102,6 +138,8 @@ impl Cli {
             | Command::Inspect(_)
             | Command::Check(_)
             | Command::Completions(_) => "warn",
+            // `once` reports its milestones (key minted, sink written) like the daemon.
+            Command::Once(_) => "info",
         }
     }
 
@@ -120,6 +158,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Inspect(args) => inspect::run(args),
         Command::Check(args) => check::run(args),
         Command::Completions(args) => completions::run(args),
+        Command::Once(args) => once::run(args),
     }
 }
 

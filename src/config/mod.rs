@@ -33,7 +33,8 @@ use crate::mint::{Lifetime, Region};
 use crate::notify::{self, NotifySpec, Signal, SystemdAction};
 use crate::schedule::{self, RefreshPolicy};
 use crate::sink::{
-    self, EnvFileSpec, FileAccess, FileFormat, FileMode, FileSpec, KeyringSpec, SinkSpec, UserRef,
+    self, EnvFileSpec, FileAccess, FileFormat, FileMode, FileSpec, KeyringBackend, KeyringSpec,
+    SinkSpec, UserRef,
 };
 
 /// Bedrock's maximum: when the credentials allow it, a key is minted as rarely as
@@ -643,7 +644,7 @@ const ENV_FILE_FIELDS: &[&str] = &[
     "follow_symlinks",
     "allow_world_readable",
 ];
-const KEYRING_FIELDS: &[&str] = &["type", "service", "account"];
+const KEYRING_FIELDS: &[&str] = &["type", "service", "account", "backend"];
 
 fn validate_sink(
     sink: &Spanned<RawSink>,
@@ -672,7 +673,7 @@ fn validate_sink(
         }
     };
     // Fields another sink type uses would be silently ignored: refuse them.
-    let present: [(&str, Option<Range<usize>>); 10] = [
+    let present: [(&str, Option<Range<usize>>); 11] = [
         ("path", raw.path.as_ref().map(Spanned::span)),
         ("format", raw.format.as_ref().map(Spanned::span)),
         ("mode", raw.mode.as_ref().map(Spanned::span)),
@@ -689,6 +690,7 @@ fn validate_sink(
         ("variable", raw.variable.as_ref().map(Spanned::span)),
         ("service", raw.service.as_ref().map(Spanned::span)),
         ("account", raw.account.as_ref().map(Spanned::span)),
+        ("backend", raw.backend.as_ref().map(Spanned::span)),
     ];
     for (name, span) in present {
         if let Some(span) = span
@@ -714,7 +716,15 @@ fn validate_sink(
             Some(v) => spanned(v, &field("account"), |s| non_empty(s, "a keyring account"))?.0,
             None => key.as_str().to_owned(),
         };
-        return Ok(SinkSpec::Keyring(KeyringSpec { service, account }));
+        let backend = match &raw.backend {
+            Some(v) => spanned(v, &field("backend"), |s| s.parse::<KeyringBackend>())?.0,
+            None => KeyringBackend::Default,
+        };
+        return Ok(SinkSpec::Keyring(KeyringSpec {
+            service,
+            account,
+            backend,
+        }));
     }
 
     let Some(raw_path) = &raw.path else {

@@ -69,6 +69,8 @@ pub struct RawSink {
     pub variable: Option<Spanned<String>>,
     pub service: Option<Spanned<String>>,
     pub account: Option<Spanned<String>>,
+    /// Keyring sinks: `default`, `secret-service`, `keyutils` or `keychain`.
+    pub backend: Option<Spanned<String>>,
 }
 
 /// One `[[key.notify]]`: exactly one target (`pid_file`, `process`, `systemd_unit`,

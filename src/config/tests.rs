@@ -130,10 +130,7 @@ fn the_design_example_is_valid() {
                 variable: "AWS_BEARER_TOKEN_BEDROCK".into(),
                 access: FileAccess::default(),
             }),
-            SinkSpec::Keyring(KeyringSpec {
-                service: "bedrock-keyd".into(),
-                account: "default".into(),
-            }),
+            SinkSpec::Keyring(KeyringSpec::new("bedrock-keyd", "default")),
         ]
     );
     assert_eq!(
@@ -212,10 +209,10 @@ min_remaining = "2m"
     // A keyring sink defaults to the daemon's service and the key's name.
     assert_eq!(
         b.sinks,
-        vec![SinkSpec::Keyring(KeyringSpec {
-            service: DEFAULT_KEYRING_SERVICE.into(),
-            account: "overrides".into()
-        })]
+        vec![SinkSpec::Keyring(KeyringSpec::new(
+            DEFAULT_KEYRING_SERVICE,
+            "overrides"
+        ))]
     );
 }
 
@@ -622,7 +619,7 @@ fn sink_errors() {
         &sink("type = \"keyring\"\npath = \"/x\""),
         "5:8",
         "key \"k\": sink[0].path",
-        "not allowed for a sink of type \"keyring\" (allowed: type, service, account)",
+        "not allowed for a sink of type \"keyring\" (allowed: type, service, account, backend)",
     );
     assert_err(
         &sink("type = \"env-file\"\npath = \"/x\"\nvariable = \"1BAD\""),

@@ -1,7 +1,15 @@
 //! Delivery: where a key is written (a file, an env-file, an OS keyring).
 //!
 //! This module holds the validated *specifications* of sinks, shared by the command
-//! line (`once --file …`) and the config file. The writers live in the submodules.
+//! line (`once --file …`) and the config file, the [`Sink`] trait the daemon drives,
+//! and [`build`], which turns a spec into its writer. The writers live in the
+//! submodules: [`file`](mod@file) and [`envfile`] share the one atomic-replace routine in
+//! [`atomic`]; [`keyring`] talks to the OS keyrings.
+
+pub mod atomic;
+pub mod envfile;
+pub mod file;
+pub mod keyring;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +20,17 @@ use std::str::FromStr;
 pub const DEFAULT_ENV_VARIABLE: &str = "AWS_BEARER_TOKEN_BEDROCK";
 /// Keyring service name unless configured.
 pub const DEFAULT_KEYRING_SERVICE: &str = "bedrock-keyd";
+/// Keyring account unless configured: the name of the default key.
+pub const DEFAULT_KEYRING_ACCOUNT: &str = "default";
+
+/// The writer for a validated sink spec. No I/O happens until the first write.
+pub fn build(spec: &SinkSpec) -> Box<dyn Sink> {
+    match spec {
+        SinkSpec::File(s) => Box::new(file::FileSink::new(s)),
+        SinkSpec::EnvFile(s) => Box::new(envfile::EnvFileSink::new(s)),
+        SinkSpec::Keyring(s) => Box::new(keyring::KeyringSink::new(s)),
+    }
+}
 
 /// One validated sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +88,69 @@ impl Default for FileAccess {
 pub struct KeyringSpec {
     pub service: String,
     pub account: String,
+    /// Which keyring; [`KeyringBackend::Default`] picks the platform's usual one.
+    pub backend: KeyringBackend,
+}
+
+impl KeyringSpec {
+    /// An entry in the platform's default keyring.
+    pub fn new(service: impl Into<String>, account: impl Into<String>) -> Self {
+        Self {
+            service: service.into(),
+            account: account.into(),
+            backend: KeyringBackend::Default,
+        }
+    }
+}
+
+/// Which OS keyring a keyring sink writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyringBackend {
+    /// macOS: the Keychain; other Unix: the Secret Service.
+    #[default]
+    Default,
+    /// The freedesktop Secret Service over D-Bus (gnome-keyring, KWallet, KeePassXC).
+    SecretService,
+    /// The Linux kernel keyring (keyutils): headless hosts, containers, systemd
+    /// `KeyringMode=`.
+    Keyutils,
+    /// The macOS login Keychain.
+    Keychain,
+}
+
+impl KeyringBackend {
+    /// `Default` replaced by what it means on this platform.
+    pub fn resolve(self) -> Self {
+        match self {
+            Self::Default if cfg!(target_os = "macos") => Self::Keychain,
+            Self::Default => Self::SecretService,
+            other => other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::SecretService => "secret-service",
+            Self::Keyutils => "keyutils",
+            Self::Keychain => "keychain",
+        }
+    }
+}
+
+impl FromStr for KeyringBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "default" => Ok(Self::Default),
+            "secret-service" => Ok(Self::SecretService),
+            "keyutils" => Ok(Self::Keyutils),
+            "keychain" => Ok(Self::Keychain),
+            other => Err(format!(
+                "unknown keyring backend {other:?}; expected \"default\", \"secret-service\", \"keyutils\" or \"keychain\""
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -187,7 +269,13 @@ impl fmt::Display for SinkSpec {
         match self {
             Self::File(s) => write!(f, "file {}", s.path.display()),
             Self::EnvFile(s) => write!(f, "env-file {} ({})", s.path.display(), s.variable),
-            Self::Keyring(s) => write!(f, "keyring {}:{}", s.service, s.account),
+            Self::Keyring(s) => {
+                write!(f, "keyring {}:{}", s.service, s.account)?;
+                match s.backend {
+                    KeyringBackend::Default => Ok(()),
+                    other => write!(f, " ({})", other.name()),
+                }
+            }
         }
     }
 }

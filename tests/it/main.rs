@@ -11,4 +11,6 @@ mod check;
 mod cli_mint;
 mod daemon_sim;
 mod interop;
+mod keyring;
 mod props;
+mod sinks;
