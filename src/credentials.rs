@@ -1,40 +1,119 @@
 //! Where signing credentials and the region come from: all AWS SDK setup lives here.
 //!
-//! Resolution follows `aws-config`'s default chains (environment, shared
-//! config/credentials files, SSO, `credential_process`, web identity, container
-//! endpoint, IMDS), narrowed by an explicit profile and region when given. Every
-//! lookup is bounded in time so a laptop or container without IMDS does not stall.
+//! [`SdkSource`] walks the same sources, in the same order, as `aws-config`'s default
+//! chain: environment variables, the shared config/credentials files (static keys, SSO,
+//! `credential_process`, `source_profile` + `role_arn` chains), web identity (IRSA), the
+//! ECS / EKS Pod Identity container endpoint, and EC2 instance metadata (IMDS). An
+//! explicit `--profile` means that profile and nothing else, as with the AWS CLI. An
+//! explicit `role_arn` is assumed (STS `AssumeRole`) on top of whatever the chain yields.
+//!
+//! The chain is assembled here rather than taken whole from `aws-config` because:
+//! - every link gets its own time bound, so an error can say *which* source hung
+//!   (a laptop or container without IMDS must not stall for long, and must be told why);
+//! - "no credentials" lists every source tried and why it had nothing;
+//! - IMDS is read directly: the SDK's IMDS provider practises "static stability", handing
+//!   back expired credentials with an invented expiry 15 minutes out, which would make a
+//!   key that claims to be valid but is not. Here an expired answer is an error.
+//!
+//! `SdkConfig::credentials_provider()` is the raw chain, not a cache: every call may hit
+//! STS or IMDS. [`SdkSource`] therefore keeps the credentials it got and decides itself
+//! when to fetch again ([`renewal`]): when they would cap a key well below the lifetime the
+//! caller wants, or are (nearly) expired. Environment and static profile credentials have
+//! no expiry; keys signed with them live their full requested lifetime.
+//!
+//! Secrets: secret access keys and session tokens only ever live inside
+//! [`Credentials`], whose `Debug` redacts them; nothing here formats them.
 
-use std::time::Duration;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
+use aws_config::ecs::EcsCredentialsProvider;
+use aws_config::environment::{
+    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+};
+use aws_config::imds;
+use aws_config::imds::client::error::ImdsError;
+use aws_config::imds::region::ImdsRegionProvider;
+use aws_config::meta::region::ProvideRegion;
+use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
+use aws_config::provider_config::ProviderConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::error::CredentialsError as SdkCredentialsError;
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_types::SdkConfig;
 
+use crate::duration;
+use crate::key::MAX_LIFETIME;
 use crate::mint::{Region, RegionError};
 
-/// How long one credential lookup may take before it is reported as timed out.
-/// Long enough for an STS round trip on a slow link, short enough that `mint` on a
-/// machine without IMDS answers promptly.
-pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Environment variables and config files: no network, but a hung NFS home directory
+/// must still end in an error that names the files.
+pub const LOCAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A profile may run `credential_process` (a password manager may wait for the user to
+/// unlock it), call SSO, or make one STS call per hop of a `source_profile` chain.
+pub const PROFILE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Web identity is one STS call (plus the SDK's retries); STS answers in well under 1 s.
+pub const WEB_IDENTITY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The ECS agent / EKS Pod Identity agent runs on the same host and answers in
+/// milliseconds; this leaves room for the SDK's connect + read timeouts and one retry.
+pub const CONTAINER_TIMEOUT: Duration = Duration::from_secs(6);
+/// The SDK's own connect timeout for the container endpoint (its default).
+const CONTAINER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shorter than the SDK's 5 s: a local agent that has not answered in 3 s is stuck, and
+/// the whole lookup must fit in [`CONTAINER_TIMEOUT`].
+const CONTAINER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// IMDS is link-local: on EC2 it answers in milliseconds, elsewhere it never answers.
+/// Two attempts of 1 s connect + 1 s read fit in this bound.
+pub const IMDS_TIMEOUT: Duration = Duration::from_secs(5);
+const IMDS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const IMDS_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// One retry rides out a throttled IMDS; four (the SDK default) stall a laptop.
+const IMDS_ATTEMPTS: u32 = 2;
+/// One `AssumeRole` call with the SDK's retries.
+pub const ASSUME_ROLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per STS call inside the SDK: an attempt that takes longer is retried, and two
+/// attempts still fit in [`WEB_IDENTITY_TIMEOUT`] / [`ASSUME_ROLE_TIMEOUT`].
+const STS_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const STS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Credentials with less than this left are fetched anew before signing: a key shorter
+/// than this is hardly worth delivering, and the SDK's own caches refresh 5 min early.
+pub const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
+/// A source that cannot do better (a role session capped at 1 h when 12 h are wanted)
+/// is asked again at most this often, not on every retry of every key.
+pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// The STS session name when none is configured: shows up in CloudTrail as the caller.
+pub const DEFAULT_ROLE_SESSION_NAME: &str = "bedrock-keyd";
 
 /// What the user asked for; `None` fields fall back to the SDK's default chains.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceSpec {
-    /// Shared-config profile (`--profile`, `profile = …`).
+    /// Shared-config profile (`--profile`, `profile = …`). When set, that profile is
+    /// the only source (environment credentials are not consulted), as with the AWS CLI.
     pub profile: Option<String>,
-    /// Region override; otherwise env, then the profile's region.
+    /// Region override; otherwise env, then the profile's region, then IMDS.
     pub region: Option<Region>,
     /// A role assumed on top of whatever the source yields.
     pub role_arn: Option<String>,
     /// With `role_arn`: the external id the role's trust policy demands.
     pub external_id: Option<String>,
-    /// With `role_arn`: the session name (default: `bedrock-keyd`).
+    /// With `role_arn`: the session name (default: [`DEFAULT_ROLE_SESSION_NAME`]).
     pub role_session_name: Option<String>,
 }
 
 /// Why credentials or a region could not be had.
+///
+/// `origin` fields name the source, e.g. `container credentials endpoint
+/// (http://169.254.170.23/v1/credentials)`. No variant ever carries a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
     #[error(
@@ -44,27 +123,51 @@ pub enum CredentialsError {
     NoRegion { profile: Option<String> },
     #[error("the region configured for the AWS SDK is invalid: {0}")]
     BadRegion(#[from] RegionError),
+    #[error("no AWS credentials found (tried: {})", .tried.join("; "))]
+    NotFound { tried: Vec<String> },
+    #[error("AWS profile {profile:?} not found in {files}")]
+    ProfileNotFound { profile: String, files: String },
+    #[error("AWS profile {profile:?} cannot provide credentials: {detail}")]
+    InvalidProfile { profile: String, detail: String },
+    #[error("access denied assuming role {role}: {detail}")]
+    AccessDenied { role: String, detail: String },
+    #[error("credential endpoint unreachable or failing: {origin}: {detail}")]
+    Endpoint { origin: String, detail: String },
+    #[error("{origin} is misconfigured: {detail}")]
+    Misconfigured { origin: String, detail: String },
     #[error(
-        "no AWS credentials found (tried: environment variables, shared config and credentials files{}, web identity, container endpoint, instance metadata): {detail}",
-        profile_hint(.profile)
+        "{origin} returned credentials (access key {access_key_id}) that expired at {expired_at}"
     )]
-    NotFound {
-        profile: Option<String>,
-        detail: String,
+    Expired {
+        origin: String,
+        access_key_id: String,
+        expired_at: String,
     },
-    #[error("loading AWS credentials failed: {detail}")]
-    Provider { detail: String, retryable: bool },
-    #[error("loading AWS credentials timed out after {0:?}")]
-    Timeout(Duration),
+    #[error("loading AWS credentials from {origin} failed: {detail}")]
+    Provider {
+        origin: String,
+        detail: String,
+        retryable: bool,
+    },
+    #[error("loading AWS credentials timed out after {} in {origin}", duration::format(*.after))]
+    Timeout { origin: String, after: Duration },
 }
 
 impl CredentialsError {
     /// Whether trying again later can help (the daemon backs off and retries these).
+    /// Configuration mistakes and refusals (no such profile, access denied) cannot
+    /// fix themselves; outages, timeouts and expired upstream credentials can.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::NoRegion { .. } | Self::BadRegion(_) | Self::NotFound { .. } => false,
+            Self::NoRegion { .. }
+            | Self::BadRegion(_)
+            | Self::NotFound { .. }
+            | Self::ProfileNotFound { .. }
+            | Self::InvalidProfile { .. }
+            | Self::AccessDenied { .. }
+            | Self::Misconfigured { .. } => false,
+            Self::Endpoint { .. } | Self::Expired { .. } | Self::Timeout { .. } => true,
             Self::Provider { retryable, .. } => *retryable,
-            Self::Timeout(_) => true,
         }
     }
 }
@@ -83,64 +186,15 @@ pub struct Resolved {
     pub region: Region,
 }
 
-/// Resolves the region and fetches credentials once.
+/// One-shot convenience: resolves the region and fetches credentials once, wanting
+/// them valid for the longest key lifetime.
 pub async fn resolve(spec: &SourceSpec) -> Result<Resolved, CredentialsError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(profile) = &spec.profile {
-        loader = loader.profile_name(profile);
-    }
-    if let Some(region) = &spec.region {
-        loader = loader.region(aws_config::Region::new(region.as_str().to_owned()));
-    }
-    let config = tokio::time::timeout(DEFAULT_LOOKUP_TIMEOUT, loader.load())
-        .await
-        .map_err(|_| CredentialsError::Timeout(DEFAULT_LOOKUP_TIMEOUT))?;
-    let region = match config.region() {
-        Some(r) => Region::new(r.as_ref())?,
-        None => {
-            return Err(CredentialsError::NoRegion {
-                profile: spec.profile.clone(),
-            });
-        }
-    };
-    let provider = config
-        .credentials_provider()
-        .ok_or_else(|| CredentialsError::NotFound {
-            profile: spec.profile.clone(),
-            detail: "no credentials provider configured".to_owned(),
-        })?;
-    let credentials = tokio::time::timeout(DEFAULT_LOOKUP_TIMEOUT, provider.provide_credentials())
-        .await
-        .map_err(|_| CredentialsError::Timeout(DEFAULT_LOOKUP_TIMEOUT))?
-        .map_err(|e| classify(e, spec))?;
+    let source = SdkSource::new(spec).await?;
+    let credentials = source.credentials(MAX_LIFETIME).await?;
     Ok(Resolved {
         credentials,
-        region,
+        region: source.region().clone(),
     })
-}
-
-fn classify(err: SdkCredentialsError, spec: &SourceSpec) -> CredentialsError {
-    let detail = error_chain(&err);
-    match err {
-        SdkCredentialsError::CredentialsNotLoaded(_) => CredentialsError::NotFound {
-            profile: spec.profile.clone(),
-            detail,
-        },
-        SdkCredentialsError::ProviderTimedOut(_) | SdkCredentialsError::ProviderError(_) => {
-            CredentialsError::Provider {
-                detail,
-                retryable: true,
-            }
-        }
-        SdkCredentialsError::InvalidConfiguration(_) => CredentialsError::Provider {
-            detail,
-            retryable: false,
-        },
-        _ => CredentialsError::Provider {
-            detail,
-            retryable: true,
-        },
-    }
 }
 
 /// The Display of an error and its sources, joined with ": ".
@@ -159,7 +213,7 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The seam between the scheduler and AWS: something that yields signing credentials
-/// for one region. The real one wraps the SDK chains; tests use fakes with fake clocks.
+/// for one region. The real one is [`SdkSource`]; tests use fakes with fake clocks.
 pub trait CredentialSource: Send + Sync + 'static {
     /// The region keys from this source are scoped to.
     fn region(&self) -> &Region;
@@ -171,4 +225,972 @@ pub trait CredentialSource: Send + Sync + 'static {
         &self,
         want_valid_for: Duration,
     ) -> impl std::future::Future<Output = Result<Credentials, CredentialsError>> + Send;
+
+    /// Forget any cached credentials, so the next call fetches anew (e.g. after
+    /// `~/.aws/credentials` or the SSO cache changed on disk).
+    fn invalidate(&self) {}
+}
+
+// ---------------------------------------------------------------------------------
+// The renewal decision: pure, so it is tested at its boundaries below.
+
+/// What [`SdkSource`] knows about the credentials it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The credentials' own expiry; `None` for long-term keys.
+    pub expiry: Option<SystemTime>,
+    /// When they were fetched.
+    pub fetched_at: SystemTime,
+}
+
+/// What to do before signing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The held credentials are good for the key wanted.
+    Keep,
+    /// Fetch anew; if that fails, the held ones are still usable (just shorter).
+    FetchOrKeep,
+    /// Fetch anew; the held ones (if any) are not usable.
+    Fetch,
+}
+
+/// Decides whether credentials `held` at `now` are good enough for a key that should
+/// live `want_valid_for`:
+/// - nothing held, or less than [`RENEW_BEFORE_EXPIRY`] left: [`Renewal::Fetch`];
+/// - no expiry (long-term keys): [`Renewal::Keep`];
+/// - less than half of `want_valid_for` (capped at 12 h) left, and the last fetch at
+///   least [`MIN_REFETCH_INTERVAL`] ago: [`Renewal::FetchOrKeep`];
+/// - otherwise [`Renewal::Keep`].
+pub fn renewal(held: Option<Held>, now: SystemTime, want_valid_for: Duration) -> Renewal {
+    let Some(held) = held else {
+        return Renewal::Fetch;
+    };
+    let Some(expiry) = held.expiry else {
+        return Renewal::Keep;
+    };
+    let left = expiry.duration_since(now).unwrap_or_default();
+    if left < RENEW_BEFORE_EXPIRY {
+        return Renewal::Fetch;
+    }
+    let want = want_valid_for.min(MAX_LIFETIME);
+    // A clock that stepped back makes the fetch look recent: keep, do not hammer.
+    let since_fetch = now.duration_since(held.fetched_at).unwrap_or_default();
+    if left < want / 2 && since_fetch >= MIN_REFETCH_INTERVAL {
+        Renewal::FetchOrKeep
+    } else {
+        Renewal::Keep
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The SDK-backed source.
+
+/// Credentials from the AWS SDK's sources, cached and renewed on demand.
+///
+/// Built once per key (`SdkSource::new(&spec).await?`): it resolves the region, loads
+/// the `SdkConfig` and builds the provider chain once, so the SDK's own caches (the
+/// SSO token, the profile chain) survive between calls.
+pub struct SdkSource {
+    spec: SourceSpec,
+    region: Region,
+    sdk_config: SdkConfig,
+    links: Vec<Link>,
+    held: Mutex<Option<Fetched>>,
+    /// Serialises fetches: concurrent callers wait for one fetch instead of each
+    /// calling STS.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Fetched {
+    credentials: Credentials,
+    fetched_at: SystemTime,
+}
+
+impl fmt::Debug for SdkSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SdkSource")
+            .field("spec", &self.spec)
+            .field("region", &self.region)
+            .field(
+                "links",
+                &self.links.iter().map(Link::origin).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SdkSource {
+    /// Resolves the region and prepares the chain. Checks that an explicit profile
+    /// exists (so a typo is reported as such, not as a missing region). Fetches no
+    /// credentials yet.
+    pub async fn new(spec: &SourceSpec) -> Result<Self, CredentialsError> {
+        if let Some(profile) = &spec.profile {
+            check_profile_exists(profile).await?;
+        }
+        let provider_config = ProviderConfig::without_region()
+            .with_behavior_version(Some(BehaviorVersion::latest()))
+            .with_timeout_config(sts_timeouts());
+        let imds_client = imds::Client::builder()
+            .configure(&provider_config)
+            .connect_timeout(IMDS_CONNECT_TIMEOUT)
+            .read_timeout(IMDS_READ_TIMEOUT)
+            .max_attempts(IMDS_ATTEMPTS)
+            .build();
+        let region = resolve_region(spec, &provider_config, &imds_client).await?;
+        let sdk_region = aws_config::Region::new(region.as_str().to_owned());
+        let provider_config = provider_config.with_region(Some(sdk_region.clone()));
+
+        // Loaded once: endpoint overrides (AWS_ENDPOINT_URL_STS), retry and timeout
+        // settings for the STS client that assumes `role_arn`. Credentials are not
+        // loaded through it: the chain below does that.
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(sdk_region)
+            .timeout_config(sts_timeouts())
+            .no_credentials();
+        if let Some(profile) = &spec.profile {
+            loader = loader.profile_name(profile);
+        }
+        let sdk_config = tokio::time::timeout(LOCAL_TIMEOUT, loader.load())
+            .await
+            .map_err(|_| CredentialsError::Timeout {
+                origin: "reading the AWS config files".to_owned(),
+                after: LOCAL_TIMEOUT,
+            })?;
+
+        let links = build_links(spec, &provider_config, imds_client);
+        Ok(Self {
+            spec: spec.clone(),
+            region,
+            sdk_config,
+            links,
+            held: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// What this source was asked for.
+    pub fn spec(&self) -> &SourceSpec {
+        &self.spec
+    }
+
+    /// A short description for logs: the sources tried and any role on top.
+    pub fn describe(&self) -> String {
+        let chain = match &self.spec.profile {
+            Some(p) => format!("profile {p:?}"),
+            None => "default chain".to_owned(),
+        };
+        match &self.spec.role_arn {
+            Some(role) => format!("{chain} + role {role}"),
+            None => chain,
+        }
+    }
+
+    fn held(&self) -> Option<Fetched> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn hold(&self, fetched: Option<Fetched>) {
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fetched;
+    }
+
+    async fn get(&self, want_valid_for: Duration) -> Result<Credentials, CredentialsError> {
+        let _one_fetch_at_a_time = self.fetching.lock().await;
+        let held = self.held();
+        let now = SystemTime::now();
+        let decision = renewal(
+            held.as_ref().map(|h| Held {
+                expiry: h.credentials.expiry(),
+                fetched_at: h.fetched_at,
+            }),
+            now,
+            want_valid_for,
+        );
+        match (decision, held) {
+            (Renewal::Keep, Some(held)) => Ok(held.credentials),
+            (decision, held) => match self.fetch().await {
+                Ok(fresh) => {
+                    self.hold(Some(Fetched {
+                        credentials: fresh.clone(),
+                        fetched_at: SystemTime::now(),
+                    }));
+                    Ok(fresh)
+                }
+                Err(err) => match (decision, held) {
+                    (Renewal::FetchOrKeep, Some(held)) => {
+                        tracing::warn!(
+                            error = %error_chain(&err),
+                            expires_at = %expiry_text(held.credentials.expiry()),
+                            "could not renew AWS credentials; signing with the ones held"
+                        );
+                        // Do not ask again before MIN_REFETCH_INTERVAL.
+                        self.hold(Some(Fetched {
+                            fetched_at: SystemTime::now(),
+                            ..held.clone()
+                        }));
+                        Ok(held.credentials)
+                    }
+                    _ => Err(err),
+                },
+            },
+        }
+    }
+
+    /// Walks the chain, then assumes the role if one is configured.
+    async fn fetch(&self) -> Result<Credentials, CredentialsError> {
+        let (base, origin) = self.fetch_base().await?;
+        check_not_expired(&origin, &base, SystemTime::now())?;
+        let credentials = match &self.spec.role_arn {
+            None => base,
+            Some(role_arn) => {
+                tracing::debug!(%origin, access_key_id = %base.access_key_id(), role = %role_arn, "assuming role");
+                let assumed = self.assume_role(role_arn, base).await?;
+                let origin = format!("STS AssumeRole for {role_arn}");
+                check_not_expired(&origin, &assumed, SystemTime::now())?;
+                assumed
+            }
+        };
+        tracing::info!(
+            source = %self.describe(),
+            access_key_id = %credentials.access_key_id(),
+            credentials_expire_at = %expiry_text(credentials.expiry()),
+            "AWS credentials loaded"
+        );
+        Ok(credentials)
+    }
+
+    async fn fetch_base(&self) -> Result<(Credentials, String), CredentialsError> {
+        let mut tried = Vec::new();
+        for link in &self.links {
+            let origin = link.origin();
+            let after = link.timeout();
+            match tokio::time::timeout(after, link.fetch()).await {
+                Err(_) => return Err(CredentialsError::Timeout { origin, after }),
+                Ok(Ok(credentials)) => {
+                    tracing::debug!(%origin, "credentials found");
+                    return Ok((credentials, origin));
+                }
+                Ok(Err(err @ SdkCredentialsError::CredentialsNotLoaded(_))) => {
+                    let reason = error_chain(&err);
+                    tracing::debug!(%origin, %reason, "no credentials here");
+                    if let Link::Profile {
+                        name,
+                        explicit: true,
+                        ..
+                    } = link
+                    {
+                        return Err(explicit_profile_not_loaded(name, reason).await);
+                    }
+                    tried.push(format!("{origin}: {reason}"));
+                }
+                Ok(Err(err)) => return Err(classify(link, err)),
+            }
+        }
+        Err(CredentialsError::NotFound { tried })
+    }
+
+    async fn assume_role(
+        &self,
+        role_arn: &str,
+        base: Credentials,
+    ) -> Result<Credentials, CredentialsError> {
+        let mut builder = AssumeRoleProvider::builder(role_arn)
+            .configure(&self.sdk_config)
+            .session_name(
+                self.spec
+                    .role_session_name
+                    .as_deref()
+                    .unwrap_or(DEFAULT_ROLE_SESSION_NAME),
+            );
+        if let Some(external_id) = &self.spec.external_id {
+            builder = builder.external_id(external_id);
+        }
+        let origin = format!("STS AssumeRole for {role_arn}");
+        let provider = builder.build_from_provider(base).await;
+        match tokio::time::timeout(ASSUME_ROLE_TIMEOUT, provider.provide_credentials()).await {
+            Err(_) => Err(CredentialsError::Timeout {
+                origin,
+                after: ASSUME_ROLE_TIMEOUT,
+            }),
+            Ok(Ok(credentials)) => Ok(credentials),
+            Ok(Err(err)) => Err(
+                classify_sts(&origin, Some(role_arn), &err).unwrap_or_else(|| match err {
+                    SdkCredentialsError::ProviderTimedOut(_) => CredentialsError::Timeout {
+                        origin,
+                        after: ASSUME_ROLE_TIMEOUT,
+                    },
+                    SdkCredentialsError::InvalidConfiguration(_) => {
+                        CredentialsError::Misconfigured {
+                            detail: error_chain(&err),
+                            origin,
+                        }
+                    }
+                    _ => CredentialsError::Endpoint {
+                        detail: error_chain(&err),
+                        origin,
+                    },
+                }),
+            ),
+        }
+    }
+}
+
+impl CredentialSource for SdkSource {
+    fn region(&self) -> &Region {
+        &self.region
+    }
+
+    fn credentials(
+        &self,
+        want_valid_for: Duration,
+    ) -> impl std::future::Future<Output = Result<Credentials, CredentialsError>> + Send {
+        self.get(want_valid_for)
+    }
+
+    fn invalidate(&self) {
+        self.hold(None);
+    }
+}
+
+fn sts_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(STS_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(STS_ATTEMPT_TIMEOUT)
+        .build()
+}
+
+fn expiry_text(expiry: Option<SystemTime>) -> String {
+    expiry.map_or_else(|| "never".to_owned(), crate::time::rfc3339)
+}
+
+/// Credentials with less than a second left would only make dead keys.
+fn check_not_expired(
+    origin: &str,
+    credentials: &Credentials,
+    now: SystemTime,
+) -> Result<(), CredentialsError> {
+    match credentials.expiry() {
+        Some(expiry) if expiry < now + Duration::from_secs(1) => Err(CredentialsError::Expired {
+            origin: origin.to_owned(),
+            access_key_id: credentials.access_key_id().to_owned(),
+            expired_at: crate::time::rfc3339(expiry),
+        }),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Region.
+
+async fn resolve_region(
+    spec: &SourceSpec,
+    provider_config: &ProviderConfig,
+    imds_client: &imds::Client,
+) -> Result<Region, CredentialsError> {
+    if let Some(region) = &spec.region {
+        return Ok(region.clone());
+    }
+    let from_env = EnvironmentVariableRegionProvider::new().region().await;
+    let region = match from_env {
+        Some(r) => Some(r),
+        None => {
+            let mut profile = ProfileFileRegionProvider::builder().configure(provider_config);
+            if let Some(name) = &spec.profile {
+                profile = profile.profile_name(name);
+            }
+            let profile = profile.build();
+            match tokio::time::timeout(LOCAL_TIMEOUT, profile.region()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(CredentialsError::Timeout {
+                        origin: "region lookup in the AWS config file".to_owned(),
+                        after: LOCAL_TIMEOUT,
+                    });
+                }
+            }
+        }
+    };
+    let region = match region {
+        Some(r) => Some(r),
+        None => {
+            let imds = ImdsRegionProvider::builder()
+                .configure(provider_config)
+                .imds_client(imds_client.clone())
+                .build();
+            match tokio::time::timeout(IMDS_TIMEOUT, imds.region()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(CredentialsError::Timeout {
+                        origin: "region lookup in EC2 instance metadata (pass --region)".to_owned(),
+                        after: IMDS_TIMEOUT,
+                    });
+                }
+            }
+        }
+    };
+    match region {
+        Some(r) => Ok(Region::new(r.as_ref())?),
+        None => Err(CredentialsError::NoRegion {
+            profile: spec.profile.clone(),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Profiles.
+
+/// The config and credentials file paths, as the SDK finds them, for error messages.
+fn profile_files_text() -> String {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "~".to_owned());
+    let config = std::env::var("AWS_CONFIG_FILE").unwrap_or_else(|_| format!("{home}/.aws/config"));
+    let credentials = std::env::var("AWS_SHARED_CREDENTIALS_FILE")
+        .unwrap_or_else(|_| format!("{home}/.aws/credentials"));
+    format!("{config}, {credentials}")
+}
+
+async fn check_profile_exists(profile: &str) -> Result<(), CredentialsError> {
+    let fs = aws_types::os_shim_internal::Fs::real();
+    let env = aws_types::os_shim_internal::Env::real();
+    let files = aws_runtime::env_config::file::EnvConfigFiles::default();
+    let loaded = tokio::time::timeout(
+        LOCAL_TIMEOUT,
+        aws_config::profile::load(&fs, &env, &files, None),
+    )
+    .await
+    .map_err(|_| CredentialsError::Timeout {
+        origin: format!("reading {}", profile_files_text()),
+        after: LOCAL_TIMEOUT,
+    })?;
+    match loaded {
+        Ok(set) if set.get_profile(profile).is_some() => Ok(()),
+        Ok(_) => Err(CredentialsError::ProfileNotFound {
+            profile: profile.to_owned(),
+            files: profile_files_text(),
+        }),
+        Err(err) => Err(CredentialsError::InvalidProfile {
+            profile: profile.to_owned(),
+            detail: error_chain(&err),
+        }),
+    }
+}
+
+/// An explicitly chosen profile that yields nothing is an error about that profile:
+/// a `source_profile` naming a missing profile, or a profile with no credentials in it.
+async fn explicit_profile_not_loaded(profile: &str, reason: String) -> CredentialsError {
+    // The SDK says "profile `NAME` was not defined: …" for a missing source_profile.
+    if let Some(missing) = reason
+        .split_once("profile `")
+        .and_then(|(_, rest)| rest.split_once("` was not defined"))
+        .map(|(name, _)| name.to_owned())
+    {
+        if missing != profile {
+            return CredentialsError::InvalidProfile {
+                profile: profile.to_owned(),
+                detail: format!(
+                    "its source_profile {missing:?} is not found in {}",
+                    profile_files_text()
+                ),
+            };
+        }
+        return CredentialsError::ProfileNotFound {
+            profile: missing,
+            files: profile_files_text(),
+        };
+    }
+    CredentialsError::InvalidProfile {
+        profile: profile.to_owned(),
+        detail: reason,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The chain.
+
+/// One source in the chain, with its name and time bound.
+enum Link {
+    Environment(EnvironmentVariableCredentialsProvider),
+    Profile {
+        name: String,
+        explicit: bool,
+        provider: ProfileFileCredentialsProvider,
+    },
+    WebIdentity(WebIdentityTokenCredentialsProvider),
+    Container(EcsCredentialsProvider),
+    Imds(imds::Client),
+}
+
+fn build_links(
+    spec: &SourceSpec,
+    provider_config: &ProviderConfig,
+    imds_client: imds::Client,
+) -> Vec<Link> {
+    let profile = |name: Option<&String>| {
+        let mut builder = ProfileFileCredentialsProvider::builder().configure(provider_config);
+        if let Some(name) = name {
+            builder = builder.profile_name(name);
+        }
+        Link::Profile {
+            name: name
+                .cloned()
+                .or_else(|| std::env::var("AWS_PROFILE").ok())
+                .unwrap_or_else(|| "default".to_owned()),
+            explicit: name.is_some(),
+            provider: builder.build(),
+        }
+    };
+    if let Some(name) = &spec.profile {
+        return vec![profile(Some(name))];
+    }
+    vec![
+        Link::Environment(EnvironmentVariableCredentialsProvider::new()),
+        profile(None),
+        Link::WebIdentity(
+            WebIdentityTokenCredentialsProvider::builder()
+                .configure(provider_config)
+                .build(),
+        ),
+        Link::Container(
+            EcsCredentialsProvider::builder()
+                .configure(provider_config)
+                .connect_timeout(CONTAINER_CONNECT_TIMEOUT)
+                .read_timeout(CONTAINER_READ_TIMEOUT)
+                .build(),
+        ),
+        Link::Imds(imds_client),
+    ]
+}
+
+impl Link {
+    fn origin(&self) -> String {
+        match self {
+            Self::Environment(_) => "environment variables".to_owned(),
+            Self::Profile { name, .. } => format!("profile {name:?}"),
+            Self::WebIdentity(_) => match std::env::var("AWS_WEB_IDENTITY_TOKEN_FILE") {
+                Ok(file) => format!("web identity token ({file})"),
+                Err(_) => "web identity token".to_owned(),
+            },
+            Self::Container(_) => {
+                let uri = std::env::var("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+                    .or_else(|_| {
+                        std::env::var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+                            .map(|rel| format!("http://169.254.170.2{rel}"))
+                    })
+                    .ok();
+                match uri {
+                    Some(uri) => format!("container credentials endpoint ({uri})"),
+                    None => "container credentials endpoint".to_owned(),
+                }
+            }
+            Self::Imds(_) => "EC2 instance metadata".to_owned(),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        match self {
+            Self::Environment(_) => LOCAL_TIMEOUT,
+            Self::Profile { .. } => PROFILE_TIMEOUT,
+            Self::WebIdentity(_) => WEB_IDENTITY_TIMEOUT,
+            Self::Container(_) => CONTAINER_TIMEOUT,
+            Self::Imds(_) => IMDS_TIMEOUT,
+        }
+    }
+
+    async fn fetch(&self) -> Result<Credentials, SdkCredentialsError> {
+        match self {
+            Self::Environment(p) => p.provide_credentials().await,
+            Self::Profile { provider, .. } => provider.provide_credentials().await,
+            Self::WebIdentity(p) => p.provide_credentials().await,
+            Self::Container(p) => p.provide_credentials().await,
+            Self::Imds(client) => imds_credentials(client).await,
+        }
+    }
+}
+
+/// Maps an SDK error from `link` onto our classification.
+fn classify(link: &Link, err: SdkCredentialsError) -> CredentialsError {
+    let origin = link.origin();
+    let role_hint = match link {
+        Link::WebIdentity(_) => std::env::var("AWS_ROLE_ARN").ok(),
+        _ => None,
+    };
+    if let Some(classified) = classify_sts(&origin, role_hint.as_deref(), &err) {
+        return classified;
+    }
+    let detail = error_chain(&err);
+    match (&err, link) {
+        (SdkCredentialsError::ProviderTimedOut(_), _) => CredentialsError::Timeout {
+            origin,
+            after: link.timeout(),
+        },
+        (SdkCredentialsError::InvalidConfiguration(_), Link::Profile { name, .. }) => {
+            CredentialsError::InvalidProfile {
+                profile: name.clone(),
+                detail,
+            }
+        }
+        (SdkCredentialsError::InvalidConfiguration(_), Link::Container(_)) => {
+            CredentialsError::Misconfigured {
+                origin,
+                detail: format!("{detail}{}", token_file_hint()),
+            }
+        }
+        (SdkCredentialsError::InvalidConfiguration(_), _) => {
+            CredentialsError::Misconfigured { origin, detail }
+        }
+        (_, Link::Container(_) | Link::Imds(_)) => CredentialsError::Endpoint { origin, detail },
+        _ => CredentialsError::Provider {
+            origin,
+            detail,
+            retryable: true,
+        },
+    }
+}
+
+/// STS refusals, recognised by their error code wherever they sit in the chain.
+fn classify_sts(
+    origin: &str,
+    role: Option<&str>,
+    err: &(dyn std::error::Error + 'static),
+) -> Option<CredentialsError> {
+    let code = sts_error_code(err)?;
+    let detail = error_chain(err);
+    let role = role.map_or_else(|| format!("(via {origin})"), str::to_owned);
+    Some(match code.as_str() {
+        // The caller may not assume the role, or STS does not accept the base keys.
+        "AccessDenied"
+        | "AccessDeniedException"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "UnrecognizedClientException" => CredentialsError::AccessDenied { role, detail },
+        "MalformedPolicyDocument" | "RegionDisabledException" | "ValidationError" => {
+            CredentialsError::Misconfigured {
+                origin: origin.to_owned(),
+                detail,
+            }
+        }
+        // Throttling, an expired web identity token (the kubelet rewrites it), an
+        // IdP hiccup: later may work.
+        _ => CredentialsError::Provider {
+            origin: origin.to_owned(),
+            detail,
+            retryable: true,
+        },
+    })
+}
+
+fn sts_error_code(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(SdkError::ServiceError(ctx)) =
+            e.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>()
+        {
+            return ctx.err().code().map(str::to_owned);
+        }
+        if let Some(SdkError::ServiceError(ctx)) =
+            e.downcast_ref::<SdkError<AssumeRoleWithWebIdentityError, HttpResponse>>()
+        {
+            return ctx.err().code().map(str::to_owned);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The container provider sends the token file verbatim as the `Authorization` header;
+/// a trailing newline (as `echo` writes) makes it an invalid header value.
+fn token_file_hint() -> String {
+    let Ok(path) = std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") else {
+        return String::new();
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.last().is_some_and(u8::is_ascii_whitespace) => format!(
+            " (the token file {path} ends with a newline or space; it is sent verbatim as the \
+             Authorization header, so write it without one, e.g. printf '%s' \"$TOKEN\")"
+        ),
+        _ => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// IMDS, read directly (see the module doc for why).
+
+/// The instance-profile credentials document.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImdsDocument {
+    code: String,
+    message: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    token: Option<String>,
+    expiration: Option<String>,
+}
+
+async fn imds_credentials(client: &imds::Client) -> Result<Credentials, SdkCredentialsError> {
+    if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err(SdkCredentialsError::not_loaded(
+            "disabled by AWS_EC2_METADATA_DISABLED=true",
+        ));
+    }
+    const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+    let role = match client.get(ROLES).await {
+        Ok(list) => list
+            .as_ref()
+            .lines()
+            .next()
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned(),
+        Err(ImdsError::ErrorResponse(ctx)) if ctx.response().status().as_u16() == 404 => {
+            return Err(SdkCredentialsError::not_loaded(
+                "no IAM role is attached to this instance",
+            ));
+        }
+        // No IMDS answering at all: not on EC2 (or blocked), so nothing to find here.
+        Err(err) if matches!(&err, ImdsError::FailedToLoadToken(ctx) if ctx.is_dispatch_failure()) =>
+        {
+            let reason = format!("unreachable: {}", error_chain(&err));
+            return Err(SdkCredentialsError::not_loaded(reason));
+        }
+        Err(err) => return Err(SdkCredentialsError::provider_error(err)),
+    };
+    if role.is_empty() {
+        return Err(SdkCredentialsError::not_loaded(
+            "no IAM role is attached to this instance",
+        ));
+    }
+    let body = client
+        .get(format!("{ROLES}{role}"))
+        .await
+        .map_err(SdkCredentialsError::provider_error)?;
+    let doc: ImdsDocument = serde_json::from_str(body.as_ref()).map_err(|e| {
+        // serde_json's message names a position, never the document's content.
+        SdkCredentialsError::provider_error(format!("unreadable credentials document: {e}"))
+    })?;
+    if doc.code != "Success" {
+        return Err(SdkCredentialsError::provider_error(format!(
+            "instance metadata answered {}: {}",
+            doc.code,
+            doc.message.unwrap_or_default()
+        )));
+    }
+    let (Some(id), Some(secret), Some(token), Some(expiration)) = (
+        doc.access_key_id,
+        doc.secret_access_key,
+        doc.token,
+        doc.expiration,
+    ) else {
+        return Err(SdkCredentialsError::provider_error(
+            "the credentials document lacks AccessKeyId, SecretAccessKey, Token or Expiration",
+        ));
+    };
+    let expiry = crate::time::parse_rfc3339(&expiration).ok_or_else(|| {
+        SdkCredentialsError::provider_error(format!(
+            "the credentials document has an unreadable Expiration {expiration:?}"
+        ))
+    })?;
+    Ok(Credentials::new(
+        id,
+        secret,
+        Some(token),
+        Some(expiry),
+        "IMDS",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    const NOW: u64 = 1_795_680_000;
+    const H12: Duration = Duration::from_secs(12 * 3600);
+
+    fn held(expiry_in: Option<u64>, fetched_ago: u64) -> Option<Held> {
+        Some(Held {
+            expiry: expiry_in.map(|s| at(NOW + s)),
+            fetched_at: at(NOW - fetched_ago),
+        })
+    }
+
+    #[test]
+    fn nothing_held_is_fetched() {
+        assert_eq!(renewal(None, at(NOW), H12), Renewal::Fetch);
+    }
+
+    #[test]
+    fn long_term_keys_are_kept_forever() {
+        assert_eq!(renewal(held(None, 86_400), at(NOW), H12), Renewal::Keep);
+    }
+
+    #[test]
+    fn expired_or_nearly_expired_must_be_fetched() {
+        let margin = RENEW_BEFORE_EXPIRY.as_secs();
+        // Past, exactly now, one second short of the margin: fetch, no fallback.
+        let past = Some(Held {
+            expiry: Some(at(NOW - 10)),
+            fetched_at: at(NOW - 3600),
+        });
+        assert_eq!(renewal(past, at(NOW), H12), Renewal::Fetch);
+        assert_eq!(renewal(held(Some(0), 3600), at(NOW), H12), Renewal::Fetch);
+        assert_eq!(
+            renewal(held(Some(margin - 1), 3600), at(NOW), H12),
+            Renewal::Fetch
+        );
+        // Even when just fetched: a source that only has nearly-dead credentials is
+        // asked again rather than used.
+        assert_eq!(
+            renewal(held(Some(margin - 1), 0), at(NOW), H12),
+            Renewal::Fetch
+        );
+        // At the margin, with a short wanted lifetime: good enough.
+        let ten_min = Duration::from_secs(600);
+        assert_eq!(
+            renewal(held(Some(margin), 3600), at(NOW), ten_min),
+            Renewal::Keep
+        );
+    }
+
+    #[test]
+    fn credentials_that_cap_the_key_below_half_are_renewed() {
+        let one_hour = Duration::from_secs(3600);
+        // Exactly half left: keep. One second less: renew (with fallback).
+        assert_eq!(
+            renewal(held(Some(1800), 600), at(NOW), one_hour),
+            Renewal::Keep
+        );
+        assert_eq!(
+            renewal(held(Some(1799), 600), at(NOW), one_hour),
+            Renewal::FetchOrKeep
+        );
+        // A 1 h role session when 12 h are wanted: renewed on every mint...
+        assert_eq!(
+            renewal(held(Some(3000), 600), at(NOW), H12),
+            Renewal::FetchOrKeep
+        );
+        // ...but not more often than MIN_REFETCH_INTERVAL.
+        let recent = MIN_REFETCH_INTERVAL.as_secs() - 1;
+        assert_eq!(
+            renewal(held(Some(3000), recent), at(NOW), H12),
+            Renewal::Keep
+        );
+        assert_eq!(
+            renewal(
+                held(Some(3000), MIN_REFETCH_INTERVAL.as_secs()),
+                at(NOW),
+                H12
+            ),
+            Renewal::FetchOrKeep
+        );
+    }
+
+    #[test]
+    fn wanted_lifetime_is_capped_at_twelve_hours() {
+        let day = Duration::from_secs(86_400);
+        // 6 h left is half of 12 h: keep, even if a day was "wanted".
+        assert_eq!(
+            renewal(held(Some(6 * 3600), 600), at(NOW), day),
+            Renewal::Keep
+        );
+    }
+
+    #[test]
+    fn a_clock_stepping_back_does_not_force_refetches() {
+        let future_fetch = Some(Held {
+            expiry: Some(at(NOW + 3000)),
+            fetched_at: at(NOW + 600),
+        });
+        assert_eq!(renewal(future_fetch, at(NOW), H12), Renewal::Keep);
+    }
+
+    #[test]
+    fn expired_credentials_are_rejected_not_signed_with() {
+        let now = at(NOW);
+        let creds = |expiry| Credentials::new("AKID", "secret", None, expiry, "test");
+        assert!(check_not_expired("x", &creds(None), now).is_ok());
+        assert!(check_not_expired("x", &creds(Some(at(NOW + 1))), now).is_ok());
+        let err = check_not_expired("x", &creds(Some(now)), now).unwrap_err();
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("AKID"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(check_not_expired("x", &creds(Some(at(NOW - 5))), now).is_err());
+    }
+
+    #[test]
+    fn retryability_of_each_kind() {
+        let s = String::new;
+        let not = [
+            CredentialsError::NoRegion { profile: None },
+            CredentialsError::NotFound { tried: vec![] },
+            CredentialsError::ProfileNotFound {
+                profile: s(),
+                files: s(),
+            },
+            CredentialsError::InvalidProfile {
+                profile: s(),
+                detail: s(),
+            },
+            CredentialsError::AccessDenied {
+                role: s(),
+                detail: s(),
+            },
+            CredentialsError::Misconfigured {
+                origin: s(),
+                detail: s(),
+            },
+        ];
+        for e in &not {
+            assert!(!e.is_retryable(), "{e:?}");
+        }
+        let yes = [
+            CredentialsError::Endpoint {
+                origin: s(),
+                detail: s(),
+            },
+            CredentialsError::Timeout {
+                origin: s(),
+                after: Duration::from_secs(1),
+            },
+            CredentialsError::Expired {
+                origin: s(),
+                access_key_id: s(),
+                expired_at: s(),
+            },
+        ];
+        for e in &yes {
+            assert!(e.is_retryable(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_name_the_source() {
+        let e = CredentialsError::Timeout {
+            origin: "container credentials endpoint (http://127.0.0.1:1/x)".to_owned(),
+            after: CONTAINER_TIMEOUT,
+        };
+        assert_eq!(
+            e.to_string(),
+            "loading AWS credentials timed out after 6s in container credentials endpoint (http://127.0.0.1:1/x)"
+        );
+    }
+
+    #[test]
+    fn bounds_fit_inside_each_other() {
+        // Two IMDS attempts fit in the IMDS bound; the container client's own
+        // timeouts fit in the container bound; two STS attempts fit in the STS bounds.
+        assert!(IMDS_CONNECT_TIMEOUT + IMDS_READ_TIMEOUT < IMDS_TIMEOUT);
+        assert!(CONTAINER_CONNECT_TIMEOUT + CONTAINER_READ_TIMEOUT < CONTAINER_TIMEOUT);
+        assert!(STS_ATTEMPT_TIMEOUT * 2 <= ASSUME_ROLE_TIMEOUT);
+        assert!(STS_ATTEMPT_TIMEOUT * 2 <= WEB_IDENTITY_TIMEOUT);
+    }
 }
