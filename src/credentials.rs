@@ -477,7 +477,7 @@ impl SdkSource {
                     return Ok((credentials, origin));
                 }
                 Ok(Err(err @ SdkCredentialsError::CredentialsNotLoaded(_))) => {
-                    let reason = error_chain(&err);
+                    let reason = link.explain(not_loaded_reason(&err));
                     tracing::debug!(%origin, %reason, "no credentials here");
                     if let Link::Profile {
                         name,
@@ -680,6 +680,15 @@ async fn check_profile_exists(profile: &str) -> Result<(), CredentialsError> {
     }
 }
 
+/// Why a source had nothing, without the SDK's generic "the credential provider was
+/// not enabled" preamble.
+fn not_loaded_reason(err: &SdkCredentialsError) -> String {
+    match std::error::Error::source(err) {
+        Some(cause) => error_chain(cause),
+        None => "nothing configured".to_owned(),
+    }
+}
+
 /// An explicitly chosen profile that yields nothing is an error about that profile:
 /// a `source_profile` naming a missing profile, or a profile with no credentials in it.
 async fn explicit_profile_not_loaded(profile: &str, reason: String) -> CredentialsError {
@@ -788,6 +797,22 @@ impl Link {
                 }
             }
             Self::Imds(_) => "EC2 instance metadata".to_owned(),
+        }
+    }
+
+    /// Rewords the SDK's terse "nothing here" reasons in terms of what to set.
+    fn explain(&self, reason: String) -> String {
+        match (self, reason.as_str()) {
+            (Self::Environment(_), "environment variable not set") => {
+                "AWS_ACCESS_KEY_ID is not set".to_owned()
+            }
+            (Self::Profile { .. }, "nothing configured" | "No profiles were defined") => {
+                format!("no credentials in {}", profile_files_text())
+            }
+            (Self::Container(_), "ECS provider not configured") => {
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI and _RELATIVE_URI are not set".to_owned()
+            }
+            _ => reason,
         }
     }
 
@@ -953,7 +978,10 @@ async fn imds_credentials(client: &imds::Client) -> Result<Credentials, SdkCrede
             ));
         }
         // No IMDS answering at all: not on EC2 (or blocked), so nothing to find here.
-        Err(err) if matches!(&err, ImdsError::FailedToLoadToken(ctx) if ctx.is_dispatch_failure()) =>
+        // Or IMDS refusing tokens with 403: disabled on this instance.
+        Err(err)
+            if matches!(&err, ImdsError::FailedToLoadToken(ctx) if ctx.is_dispatch_failure())
+                || error_chain(&err).contains("forbidden") =>
         {
             let reason = format!("unreachable: {}", error_chain(&err));
             return Err(SdkCredentialsError::not_loaded(reason));

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use clap::{Args, ValueEnum};
 
 use super::{CliError, CredentialFlags, block_on};
-use crate::credentials::{CredentialSource, SdkSource};
+use crate::credentials::{CredentialSource, CredentialsError, SdkSource};
 use crate::key::MintedKey;
 use crate::mint::{Lifetime, mint};
 
@@ -49,8 +49,12 @@ pub fn run(args: MintArgs) -> Result<ExitCode, CliError> {
     let (credentials, region) = block_on(async {
         let source = SdkSource::new(&spec).await?;
         let credentials = source.credentials(lifetime.get()).await?;
-        Ok::<_, CliError>((credentials, source.region().clone()))
-    })??;
+        Ok::<_, CredentialsError>((credentials, source.region().clone()))
+    })?
+    .inspect_err(|err| {
+        // The error itself is printed once by main; this records its class.
+        tracing::debug!(retryable = err.is_retryable(), "credentials unavailable");
+    })?;
     let minted = mint(&credentials, &region, lifetime, SystemTime::now())?;
     tracing::info!(
         region = %minted.meta.region,
