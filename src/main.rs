@@ -19,16 +19,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Log targets capped below the level at which they print credentials.
+const SECRET_BEARING_TARGETS: &[&str] = &["aws_sigv4=info", "hyper=info", "h2=info"];
+
 fn init_logging(default_level: &str, format: LogFormat) {
     // The AWS SDK warns about things our own errors already explain (a missing
     // ~/.aws/config, no IMDS on a laptop); keep it to errors unless RUST_LOG asks.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "{default_level},aws_config=error,aws_runtime=error,aws_smithy_runtime=error"
         ))
     });
+    // Whatever RUST_LOG says: these targets log secrets at debug/trace (aws-sigv4 logs
+    // every canonical request, session token included; the wire logs of the HTTP
+    // stack show credential responses). Added last, so they override RUST_LOG.
+    for clamp in SECRET_BEARING_TARGETS {
+        if let Ok(directive) = clamp.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, not for journald or files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -8,4 +8,5 @@
 mod util;
 
 mod cli_mint;
+mod credentials;
 mod interop;
