@@ -78,6 +78,8 @@ const IMDS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IMDS_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// One retry rides out a throttled IMDS; four (the SDK default) stall a laptop.
 const IMDS_ATTEMPTS: u32 = 2;
+/// A provider handed in by the embedding code: treated like one remote call.
+pub const CUSTOM_TIMEOUT: Duration = Duration::from_secs(10);
 /// One `AssumeRole` call with the SDK's retries.
 pub const ASSUME_ROLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per STS call inside the SDK: an attempt that takes longer is retried, and two
@@ -296,10 +298,15 @@ pub struct SdkSource {
     sdk_config: SdkConfig,
     links: Vec<Link>,
     held: Mutex<Option<Fetched>>,
+    /// The wall clock (injected by tests): credential expiries are wall-clock times.
+    clock: Clock,
     /// Serialises fetches: concurrent callers wait for one fetch instead of each
     /// calling STS.
     fetching: tokio::sync::Mutex<()>,
 }
+
+/// A wall clock.
+pub type Clock = std::sync::Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 #[derive(Clone)]
 struct Fetched {
@@ -365,8 +372,38 @@ impl SdkSource {
             sdk_config,
             links,
             held: Mutex::new(None),
+            clock: std::sync::Arc::new(SystemTime::now),
             fetching: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// A source over `provider` instead of the SDK chain, with the same caching and
+    /// renewal; for embedding a custom provider and for tests. No role is assumed.
+    pub fn from_provider(region: Region, provider: impl ProvideCredentials + 'static) -> Self {
+        Self {
+            spec: SourceSpec {
+                region: Some(region.clone()),
+                ..SourceSpec::default()
+            },
+            region,
+            sdk_config: SdkConfig::builder().build(),
+            links: vec![Link::Custom(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )],
+            held: Mutex::new(None),
+            clock: std::sync::Arc::new(SystemTime::now),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Replaces the wall clock (tests: a fake clock to step through expiries).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> SystemTime {
+        (self.clock)()
     }
 
     /// What this source was asked for.
@@ -376,9 +413,10 @@ impl SdkSource {
 
     /// A short description for logs: the sources tried and any role on top.
     pub fn describe(&self) -> String {
-        let chain = match &self.spec.profile {
-            Some(p) => format!("profile {p:?}"),
-            None => "default chain".to_owned(),
+        let chain = match (&self.spec.profile, self.links.as_slice()) {
+            (_, [Link::Custom(_)]) => "custom credentials provider".to_owned(),
+            (Some(p), _) => format!("profile {p:?}"),
+            (None, _) => "default chain".to_owned(),
         };
         match &self.spec.role_arn {
             Some(role) => format!("{chain} + role {role}"),
@@ -403,7 +441,7 @@ impl SdkSource {
     async fn get(&self, want_valid_for: Duration) -> Result<Credentials, CredentialsError> {
         let _one_fetch_at_a_time = self.fetching.lock().await;
         let held = self.held();
-        let now = SystemTime::now();
+        let now = self.now();
         let decision = renewal(
             held.as_ref().map(|h| Held {
                 expiry: h.credentials.expiry(),
@@ -418,7 +456,7 @@ impl SdkSource {
                 Ok(fresh) => {
                     self.hold(Some(Fetched {
                         credentials: fresh.clone(),
-                        fetched_at: SystemTime::now(),
+                        fetched_at: self.now(),
                     }));
                     Ok(fresh)
                 }
@@ -431,7 +469,7 @@ impl SdkSource {
                         );
                         // Do not ask again before MIN_REFETCH_INTERVAL.
                         self.hold(Some(Fetched {
-                            fetched_at: SystemTime::now(),
+                            fetched_at: self.now(),
                             ..held.clone()
                         }));
                         Ok(held.credentials)
@@ -445,14 +483,14 @@ impl SdkSource {
     /// Walks the chain, then assumes the role if one is configured.
     async fn fetch(&self) -> Result<Credentials, CredentialsError> {
         let (base, origin) = self.fetch_base().await?;
-        check_not_expired(&origin, &base, SystemTime::now())?;
+        check_not_expired(&origin, &base, self.now())?;
         let credentials = match &self.spec.role_arn {
             None => base,
             Some(role_arn) => {
                 tracing::debug!(%origin, access_key_id = %base.access_key_id(), role = %role_arn, "assuming role");
                 let assumed = self.assume_role(role_arn, base).await?;
                 let origin = format!("STS AssumeRole for {role_arn}");
-                check_not_expired(&origin, &assumed, SystemTime::now())?;
+                check_not_expired(&origin, &assumed, self.now())?;
                 assumed
             }
         };
@@ -732,6 +770,8 @@ enum Link {
     WebIdentity(WebIdentityTokenCredentialsProvider),
     Container(EcsCredentialsProvider),
     Imds(imds::Client),
+    /// A provider handed in by [`SdkSource::from_provider`].
+    Custom(aws_credential_types::provider::SharedCredentialsProvider),
 }
 
 fn build_links(
@@ -797,6 +837,7 @@ impl Link {
                 }
             }
             Self::Imds(_) => "EC2 instance metadata".to_owned(),
+            Self::Custom(_) => "custom credentials provider".to_owned(),
         }
     }
 
@@ -823,6 +864,7 @@ impl Link {
             Self::WebIdentity(_) => WEB_IDENTITY_TIMEOUT,
             Self::Container(_) => CONTAINER_TIMEOUT,
             Self::Imds(_) => IMDS_TIMEOUT,
+            Self::Custom(_) => CUSTOM_TIMEOUT,
         }
     }
 
@@ -833,6 +875,7 @@ impl Link {
             Self::WebIdentity(p) => p.provide_credentials().await,
             Self::Container(p) => p.provide_credentials().await,
             Self::Imds(client) => imds_credentials(client).await,
+            Self::Custom(p) => p.provide_credentials().await,
         }
     }
 }
@@ -1152,6 +1195,189 @@ mod tests {
         assert!(err.to_string().contains("AKID"), "{err}");
         assert!(!err.to_string().contains("secret"), "{err}");
         assert!(check_not_expired("x", &creds(Some(at(NOW - 5))), now).is_err());
+    }
+
+    // -- SdkSource's cache over a fake provider and a fake clock --------------
+
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Hands out scripted answers and counts the calls.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        answers: Mutex<VecDeque<Result<Credentials, String>>>,
+        calls: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn push_ok(&self, id: &str, expiry: Option<SystemTime>) {
+            let c = Credentials::new(id, "secret", Some("token".to_owned()), expiry, "fake");
+            self.answers.lock().unwrap().push_back(Ok(c));
+        }
+        fn push_err(&self) {
+            self.answers
+                .lock()
+                .unwrap()
+                .push_back(Err("endpoint down".to_owned()));
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    /// What the source holds; the test keeps the other `Arc`.
+    #[derive(Debug)]
+    struct Handle(Arc<Scripted>);
+
+    impl ProvideCredentials for Handle {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            self.0.calls.fetch_add(1, Ordering::SeqCst);
+            let answer = self
+                .0
+                .answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("an unexpected fetch");
+            aws_credential_types::provider::future::ProvideCredentials::ready(
+                answer.map_err(SdkCredentialsError::provider_error),
+            )
+        }
+    }
+
+    struct Fixture {
+        source: SdkSource,
+        provider: Arc<Scripted>,
+        now: Arc<Mutex<SystemTime>>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let provider = Arc::new(Scripted::default());
+            let now = Arc::new(Mutex::new(at(NOW)));
+            let clock_now = now.clone();
+            let source = SdkSource::from_provider(
+                Region::new("us-east-1").unwrap(),
+                Handle(provider.clone()),
+            )
+            .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
+            Self {
+                source,
+                provider,
+                now,
+            }
+        }
+        fn advance(&self, secs: u64) {
+            *self.now.lock().unwrap() += Duration::from_secs(secs);
+        }
+        fn in_secs(&self, secs: u64) -> Option<SystemTime> {
+            Some(*self.now.lock().unwrap() + Duration::from_secs(secs))
+        }
+        async fn id(&self, want: Duration) -> Result<String, CredentialsError> {
+            self.source
+                .credentials(want)
+                .await
+                .map(|c| c.access_key_id().to_owned())
+        }
+    }
+
+    #[tokio::test]
+    async fn long_term_credentials_are_fetched_once() {
+        let f = Fixture::new();
+        f.provider.push_ok("STATIC", None);
+        for _ in 0..3 {
+            assert_eq!(f.id(H12).await.unwrap(), "STATIC");
+            f.advance(3600);
+        }
+        assert_eq!(f.provider.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn short_credentials_are_renewed_but_not_on_every_call() {
+        let f = Fixture::new();
+        f.provider.push_ok("ONE-HOUR-A", f.in_secs(3600));
+        assert_eq!(f.id(H12).await.unwrap(), "ONE-HOUR-A");
+        // Straight away again (a retry, a second sink): the cache answers.
+        f.advance(10);
+        assert_eq!(f.id(H12).await.unwrap(), "ONE-HOUR-A");
+        assert_eq!(f.provider.calls(), 1);
+        // A minute later they would still cap a 12 h key below half: fetch anew.
+        f.advance(MIN_REFETCH_INTERVAL.as_secs());
+        f.provider.push_ok("ONE-HOUR-B", f.in_secs(3600));
+        assert_eq!(f.id(H12).await.unwrap(), "ONE-HOUR-B");
+        assert_eq!(f.provider.calls(), 2);
+        // For a 1 h key, 55 min left is enough.
+        f.advance(5 * 60);
+        assert_eq!(f.id(Duration::from_secs(3600)).await.unwrap(), "ONE-HOUR-B");
+        assert_eq!(f.provider.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_renewal_falls_back_to_usable_credentials() {
+        let f = Fixture::new();
+        f.provider.push_ok("HELD", f.in_secs(3600));
+        f.id(H12).await.unwrap();
+        f.advance(120);
+        f.provider.push_err();
+        assert_eq!(f.id(H12).await.unwrap(), "HELD");
+        // ...and does not hammer the failing source.
+        f.advance(10);
+        assert_eq!(f.id(H12).await.unwrap(), "HELD");
+        assert_eq!(f.provider.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn nearly_expired_credentials_are_never_used_when_renewal_fails() {
+        let f = Fixture::new();
+        f.provider.push_ok("SHORT", f.in_secs(3600));
+        f.id(H12).await.unwrap();
+        f.advance(3600 - RENEW_BEFORE_EXPIRY.as_secs() + 1);
+        f.provider.push_err();
+        let err = f.id(H12).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(
+            err.to_string().contains("custom credentials provider"),
+            "{err}"
+        );
+        // Renewal works again: the fresh ones are used.
+        f.provider.push_ok("FRESH", f.in_secs(3600));
+        assert_eq!(f.id(H12).await.unwrap(), "FRESH");
+    }
+
+    #[tokio::test]
+    async fn already_expired_credentials_from_a_source_are_an_error() {
+        let f = Fixture::new();
+        let past = Some(*f.now.lock().unwrap() - Duration::from_secs(30));
+        f.provider.push_ok("STALE", past);
+        let err = f.id(H12).await.unwrap_err();
+        assert!(matches!(err, CredentialsError::Expired { .. }), "{err}");
+        assert!(err.to_string().contains("STALE"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn invalidate_forces_a_fetch() {
+        let f = Fixture::new();
+        f.provider.push_ok("OLD", None);
+        f.id(H12).await.unwrap();
+        f.source.invalidate();
+        f.provider.push_ok("NEW", None);
+        assert_eq!(f.id(H12).await.unwrap(), "NEW");
+        assert_eq!(f.provider.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_fetch() {
+        let f = Fixture::new();
+        f.provider.push_ok("SHARED", f.in_secs(3600));
+        let (a, b) = tokio::join!(f.id(H12), f.id(H12));
+        assert_eq!((a.unwrap(), b.unwrap()), ("SHARED".into(), "SHARED".into()));
+        assert_eq!(f.provider.calls(), 1);
     }
 
     #[test]
