@@ -1380,6 +1380,46 @@ mod tests {
         assert_eq!(f.provider.calls(), 1);
     }
 
+    fn sts_refusal(code: &str) -> SdkCredentialsError {
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let service = AssumeRoleError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("User: arn:aws:iam::123456789012:user/u is not authorized")
+                .build(),
+        );
+        let response = HttpResponse::new(StatusCode::try_from(403).unwrap(), SdkBody::empty());
+        SdkCredentialsError::provider_error(SdkError::service_error(service, response))
+    }
+
+    #[test]
+    fn sts_refusals_are_recognised_by_their_code() {
+        let role = "arn:aws:iam::123456789012:role/r";
+        let denied = classify_sts("STS", Some(role), &sts_refusal("AccessDenied")).unwrap();
+        assert!(
+            matches!(&denied, CredentialsError::AccessDenied { role: r, .. } if r == role),
+            "{denied:?}"
+        );
+        assert!(!denied.is_retryable());
+        assert!(
+            denied
+                .to_string()
+                .starts_with("access denied assuming role arn:aws:iam::123456789012:role/r: "),
+            "{denied}"
+        );
+        let bad_keys = classify_sts("STS", None, &sts_refusal("InvalidClientTokenId")).unwrap();
+        assert!(!bad_keys.is_retryable(), "{bad_keys}");
+        let throttled = classify_sts("STS", Some(role), &sts_refusal("Throttling")).unwrap();
+        assert!(throttled.is_retryable(), "{throttled}");
+        let invalid = classify_sts("STS", Some(role), &sts_refusal("ValidationError")).unwrap();
+        assert!(!invalid.is_retryable(), "{invalid}");
+        // Not an STS error at all: left to the caller.
+        let other = SdkCredentialsError::provider_error("connection refused");
+        assert!(classify_sts("STS", Some(role), &other).is_none());
+    }
+
     #[test]
     fn retryability_of_each_kind() {
         let s = String::new;

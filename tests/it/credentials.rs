@@ -28,6 +28,8 @@ enum Reply {
     /// An IMDSv2 session token, with the TTL header the SDK insists on.
     ImdsToken(String),
     Status(u16),
+    /// A status with an XML body (an AWS query-protocol error).
+    Xml(u16, String),
     /// 200 with a body that is not a credentials document.
     Garbage,
     /// Accept, read the request, never answer.
@@ -133,6 +135,7 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, handler: &Mutex<Hand
             (200, "text/plain", b)
         }
         Reply::Status(s) => (s, "text/plain", "internal error".to_owned()),
+        Reply::Xml(s, b) => (s, "text/xml", b),
         Reply::Garbage => (200, "application/json", "<html>not json".to_owned()),
         Reply::Hang => {
             std::thread::sleep(Duration::from_secs(60));
@@ -650,6 +653,45 @@ fn web_identity_token_file_signs_with_the_sts_session() {
     let session = moto.session("it-web-identity");
     assert_eq!(session["role_arn"], "arn:aws:iam::123456789012:role/irsa");
     assert_signed_by_session(&minted, &session);
+}
+
+#[test]
+fn access_denied_assuming_a_role_is_a_precise_permanent_error() {
+    // A stand-in STS that refuses, in STS's own error format (moto's differs).
+    let server = FakeServer::start(|_| {
+        Reply::Xml(
+            403,
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error>\
+             <Type>Sender</Type><Code>AccessDenied</Code><Message>User: \
+             arn:aws:iam::123456789012:user/dev is not authorized to perform: sts:AssumeRole \
+             on resource: arn:aws:iam::123456789012:role/locked</Message></Error>\
+             <RequestId>4b1c</RequestId></ErrorResponse>"
+                .to_owned(),
+        )
+    });
+    let env = TestEnv::new();
+    let (out, elapsed) = failing_mint(
+        env.cmd_with_example_creds()
+            .env("AWS_ENDPOINT_URL_STS", server.url("")),
+        &[
+            "--region",
+            "us-east-1",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/locked",
+        ],
+    );
+    let err = util::stderr(&out);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("error: access denied assuming role arn:aws:iam::123456789012:role/locked: ")
+            && err.contains("not authorized to perform: sts:AssumeRole"),
+        "{err}"
+    );
+    assert!(err.contains("retryable=false"), "{err}");
+    // A refusal is not retried.
+    assert_eq!(server.requests().len(), 1);
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(!err.contains(util::EXAMPLE_SECRET_ACCESS_KEY));
 }
 
 // ---------------------------------------------------------------------------------
