@@ -759,7 +759,9 @@ async fn explicit_profile_not_loaded(profile: &str, reason: String) -> Credentia
 // ---------------------------------------------------------------------------------
 // The chain.
 
-/// One source in the chain, with its name and time bound.
+/// One source in the chain, with its name and time bound. Built once per source,
+/// a handful per key: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Link {
     Environment(EnvironmentVariableCredentialsProvider),
     Profile {

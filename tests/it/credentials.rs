@@ -558,10 +558,10 @@ impl Drop for Moto {
 /// `moto_server` next to `$BEDROCK_KEYD_PYTHON`, in `./.venv`, or on PATH.
 fn moto_server() -> Option<PathBuf> {
     let mut candidates = Vec::new();
-    if let Some(python) = std::env::var_os("BEDROCK_KEYD_PYTHON") {
-        if let Some(dir) = Path::new(&python).parent() {
-            candidates.push(dir.join("moto_server"));
-        }
+    if let Some(python) = std::env::var_os("BEDROCK_KEYD_PYTHON")
+        && let Some(dir) = Path::new(&python).parent()
+    {
+        candidates.push(dir.join("moto_server"));
     }
     candidates.push(util::repo_root().join(".venv/bin/moto_server"));
     candidates.push(PathBuf::from("moto_server"));
