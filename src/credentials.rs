@@ -523,7 +523,7 @@ impl SdkSource {
                         ..
                     } = link
                     {
-                        return Err(explicit_profile_not_loaded(name, reason).await);
+                        return Err(explicit_profile_not_loaded(name, reason));
                     }
                     tried.push(format!("{origin}: {reason}"));
                 }
@@ -729,7 +729,7 @@ fn not_loaded_reason(err: &SdkCredentialsError) -> String {
 
 /// An explicitly chosen profile that yields nothing is an error about that profile:
 /// a `source_profile` naming a missing profile, or a profile with no credentials in it.
-async fn explicit_profile_not_loaded(profile: &str, reason: String) -> CredentialsError {
+fn explicit_profile_not_loaded(profile: &str, reason: String) -> CredentialsError {
     // The SDK says "profile `NAME` was not defined: …" for a missing source_profile.
     if let Some(missing) = reason
         .split_once("profile `")
@@ -872,12 +872,37 @@ impl Link {
 
     async fn fetch(&self) -> Result<Credentials, SdkCredentialsError> {
         match self {
-            Self::Environment(p) => p.provide_credentials().await,
+            Self::Environment(p) => p.provide_credentials().await.map(with_env_expiration),
             Self::Profile { provider, .. } => provider.provide_credentials().await,
             Self::WebIdentity(p) => p.provide_credentials().await,
             Self::Container(p) => p.provide_credentials().await,
             Self::Imds(client) => imds_credentials(client).await,
             Self::Custom(p) => p.provide_credentials().await,
+        }
+    }
+}
+
+/// The SDK for Rust ignores `AWS_CREDENTIAL_EXPIRATION`, which `aws configure
+/// export-credentials`, aws-vault and others set beside temporary keys (botocore reads
+/// it). Without it, a key signed with a 1-hour session would claim 12 hours.
+fn with_env_expiration(credentials: Credentials) -> Credentials {
+    let Ok(text) = std::env::var("AWS_CREDENTIAL_EXPIRATION") else {
+        return credentials;
+    };
+    match crate::time::parse_rfc3339(text.trim()) {
+        Some(expiry) => Credentials::new(
+            credentials.access_key_id(),
+            credentials.secret_access_key(),
+            credentials.session_token().map(str::to_owned),
+            Some(expiry),
+            "Environment",
+        ),
+        None => {
+            tracing::warn!(
+                value = %text,
+                "AWS_CREDENTIAL_EXPIRATION is not an RFC 3339 timestamp; ignoring it"
+            );
+            credentials
         }
     }
 }

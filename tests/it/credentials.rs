@@ -424,6 +424,38 @@ fn no_credentials_lists_every_source_tried() {
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
+#[test]
+fn environment_credentials_last_the_requested_lifetime_unless_an_expiration_is_set() {
+    let env = TestEnv::new();
+    let minted = mint_json(
+        env.cmd_with_example_creds()
+            .env("AWS_SESSION_TOKEN", "envSessionToken-0123"),
+        &["--region", "us-east-1", "--lifetime", "3h"],
+    );
+    assert_eq!(minted.decoded.lifetime, Duration::from_secs(3 * 3600));
+    assert_eq!(
+        minted.json["credentials_expires_at"],
+        serde_json::Value::Null
+    );
+
+    // As `aws configure export-credentials --format env` and aws-vault set it.
+    let (expiry, expiry_text) = in_secs(15 * 60);
+    let minted = mint_json(
+        env.cmd_with_example_creds()
+            .env("AWS_SESSION_TOKEN", "envSessionToken-0123")
+            .env("AWS_CREDENTIAL_EXPIRATION", &expiry_text),
+        &["--region", "us-east-1", "--lifetime", "3h"],
+    );
+    assert_eq!(minted.decoded.expires_at, expiry);
+    assert_eq!(minted.json["credentials_expires_at"], expiry_text.as_str());
+    assert_signed_with(
+        &minted,
+        util::EXAMPLE_ACCESS_KEY_ID,
+        util::EXAMPLE_SECRET_ACCESS_KEY,
+        Some("envSessionToken-0123"),
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // IMDS, against a local fake (the only test that leaves IMDS enabled).
 
