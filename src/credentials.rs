@@ -110,6 +110,10 @@ pub struct SourceSpec {
     pub external_id: Option<String>,
     /// With `role_arn`: the session name (default: [`DEFAULT_ROLE_SESSION_NAME`]).
     pub role_session_name: Option<String>,
+    /// With `role_arn`: how long the role session lasts, 15 min … 12 h (default: STS's
+    /// 1 h). Keys signed with a role session cannot outlive it; longer sessions need the
+    /// role's `MaxSessionDuration` raised, and role chaining caps them at 1 h.
+    pub role_session_duration: Option<Duration>,
 }
 
 /// Why credentials or a region could not be had.
@@ -549,6 +553,9 @@ impl SdkSource {
         if let Some(external_id) = &self.spec.external_id {
             builder = builder.external_id(external_id);
         }
+        if let Some(length) = self.spec.role_session_duration {
+            builder = builder.session_length(length);
+        }
         let origin = format!("STS AssumeRole for {role_arn}");
         let provider = builder.build_from_provider(base).await;
         match tokio::time::timeout(ASSUME_ROLE_TIMEOUT, provider.provide_credentials()).await {
@@ -706,7 +713,21 @@ async fn check_profile_exists(profile: &str) -> Result<(), CredentialsError> {
         after: LOCAL_TIMEOUT,
     })?;
     match loaded {
-        Ok(set) if set.get_profile(profile).is_some() => Ok(()),
+        Ok(set) if set.get_profile(profile).is_some() => {
+            if let Some(p) = set.get_profile(profile)
+                && p.get("role_arn").is_some()
+                && let Some(seconds) = p.get("duration_seconds")
+            {
+                tracing::warn!(
+                    profile,
+                    duration_seconds = seconds,
+                    "the AWS SDK for Rust ignores duration_seconds in a profile: this role \
+                     session lasts STS's default 1h (use --role-arn with \
+                     --role-session-duration for longer sessions)"
+                );
+            }
+            Ok(())
+        }
         Ok(_) => Err(CredentialsError::ProfileNotFound {
             profile: profile.to_owned(),
             files: profile_files_text(),

@@ -2,6 +2,8 @@
 //! and the region come from. One `clap::Args` struct, flattened into each command, so
 //! every command spells them the same way.
 
+use std::time::Duration;
+
 use clap::Args;
 
 use crate::credentials::SourceSpec;
@@ -22,7 +24,7 @@ pub struct CredentialFlags {
     pub profile: Option<String>,
 
     /// IAM role to assume (STS AssumeRole) with the credentials found; keys are then
-    /// signed with the role session, which lasts 1 h.
+    /// signed with the role session and last no longer than it.
     #[arg(long, value_name = "ARN")]
     pub role_arn: Option<String>,
 
@@ -33,6 +35,12 @@ pub struct CredentialFlags {
     /// STS session name, visible in CloudTrail (with --role-arn) [default: bedrock-keyd].
     #[arg(long, value_name = "NAME", requires = "role_arn", value_parser = session_name)]
     pub role_session_name: Option<String>,
+
+    /// How long the role session lasts, 15m to 12h (with --role-arn). Keys cannot
+    /// outlive it; beyond 1h the role's MaxSessionDuration must allow it [default: 1h,
+    /// STS's default].
+    #[arg(long, value_name = "DURATION", requires = "role_arn", value_parser = session_duration)]
+    pub role_session_duration: Option<Duration>,
 }
 
 impl CredentialFlags {
@@ -43,6 +51,7 @@ impl CredentialFlags {
             role_arn: self.role_arn.clone(),
             external_id: self.external_id.clone(),
             role_session_name: self.role_session_name.clone(),
+            role_session_duration: self.role_session_duration,
         }
     }
 }
@@ -58,5 +67,17 @@ fn session_name(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err("2 to 64 characters of letters, digits and _+=,.@- expected".to_owned())
+    }
+}
+
+/// STS's bounds for `DurationSeconds`: 15 minutes to 12 hours, whole seconds.
+fn session_duration(text: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(15 * 60) || d > Duration::from_secs(12 * 3600) {
+        Err("a role session lasts 15m to 12h".to_owned())
+    } else if d.subsec_nanos() != 0 {
+        Err("a role session lasts a whole number of seconds".to_owned())
+    } else {
+        Ok(d)
     }
 }

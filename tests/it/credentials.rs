@@ -608,22 +608,24 @@ fn moto_server() -> Option<PathBuf> {
 }
 
 /// Checks a key against the session STS returned: same access key id, signed with
-/// its secret and token, capped at its expiry.
-fn assert_signed_by_session(minted: &Minted, session: &serde_json::Value) {
+/// its secret and token, capped at its expiry, which is `session_secs` away.
+fn assert_signed_by_session(minted: &Minted, session: &serde_json::Value, session_secs: u64) {
     let id = session["access_key_id"].as_str().unwrap();
     let secret = session["secret_access_key"].as_str().unwrap();
     let token = session["session_token"].as_str().unwrap();
     assert_eq!(minted.decoded.access_key_id, id);
     assert!(minted.decoded.has_session_token);
     assert_signed_with(minted, id, secret, Some(token));
-    // STS sessions last 1 h by default: the 12 h key is capped to that, and the key's
-    // expiry is the credentials' expiry.
+    // The 12 h key is capped to the session: the key's expiry is the credentials'.
     assert_eq!(
         minted.json["expires_at"],
         minted.json["credentials_expires_at"]
     );
     let lifetime = minted.decoded.lifetime.as_secs();
-    assert!((3590..=3600).contains(&lifetime), "lifetime {lifetime}s");
+    assert!(
+        (session_secs - 10..=session_secs).contains(&lifetime),
+        "lifetime {lifetime}s, session {session_secs}s"
+    );
     assert_no_secrets(&minted.stderr, &[secret, token, &minted.key]);
 }
 
@@ -646,6 +648,8 @@ fn role_arn_on_top_of_static_credentials_signs_with_the_sts_session() {
             "ext-42",
             "--role-session-name",
             "it-static-role",
+            "--role-session-duration",
+            "3h",
         ],
     );
     let session = moto.session("it-static-role");
@@ -656,7 +660,8 @@ fn role_arn_on_top_of_static_credentials_signs_with_the_sts_session() {
     assert_eq!(session["external_id"], "ext-42");
     assert_ne!(minted.decoded.access_key_id, util::EXAMPLE_ACCESS_KEY_ID);
     assert_eq!(minted.decoded.region, "ap-southeast-2");
-    assert_signed_by_session(&minted, &session);
+    // The session length asked for is what STS granted, and what caps the key.
+    assert_signed_by_session(&minted, &session, 3 * 3600);
     assert_no_secrets(&minted.stderr, &[util::EXAMPLE_SECRET_ACCESS_KEY]);
 }
 
@@ -684,7 +689,8 @@ fn web_identity_token_file_signs_with_the_sts_session() {
     );
     let session = moto.session("it-web-identity");
     assert_eq!(session["role_arn"], "arn:aws:iam::123456789012:role/irsa");
-    assert_signed_by_session(&minted, &session);
+    // STS's default session length: 1 h.
+    assert_signed_by_session(&minted, &session, 3600);
 }
 
 #[test]
@@ -764,7 +770,8 @@ fn write_profiles(env: &TestEnv, process_expiry: &str) {
         &format!(
             "[profile static]\nregion = eu-west-1\n\n\
              [profile chained]\nrole_arn = arn:aws:iam::123456789012:role/chained\n\
-             source_profile = static\nrole_session_name = it-profile-chain\nregion = eu-west-2\n\n\
+             source_profile = static\nrole_session_name = it-profile-chain\nregion = eu-west-2\n\
+             duration_seconds = 7200\n\n\
              [profile process]\ncredential_process = {}\nregion = eu-west-3\n\n\
              [profile orphan]\nrole_arn = arn:aws:iam::123456789012:role/orphan\n\
              source_profile = ghost\nregion = eu-west-1\n",
@@ -842,7 +849,13 @@ fn profiles_static_role_chain_and_credential_process() {
         "arn:aws:iam::123456789012:role/chained"
     );
     assert_eq!(minted.decoded.region, "eu-west-2");
-    assert_signed_by_session(&minted, &session);
+    // duration_seconds is not read by the SDK: 1 h, and a warning says so.
+    assert_signed_by_session(&minted, &session, 3600);
+    assert!(
+        minted.stderr.contains("ignores duration_seconds"),
+        "{}",
+        minted.stderr
+    );
     assert_no_secrets(&minted.stderr, &[PROFILE_SECRET]);
 }
 
