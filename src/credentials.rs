@@ -25,7 +25,7 @@
 //! [`Credentials`], whose `Debug` redacts them; nothing here formats them.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
@@ -300,7 +300,9 @@ pub struct SdkSource {
     spec: SourceSpec,
     region: Region,
     sdk_config: SdkConfig,
-    links: Vec<Link>,
+    /// The chain, rebuilt by `invalidate()`: the SDK parses the config files once per
+    /// chain, so edits to `~/.aws` are only seen by a new one.
+    links: Mutex<Arc<Vec<Link>>>,
     held: Mutex<Option<Fetched>>,
     /// The wall clock (injected by tests): credential expiries are wall-clock times.
     clock: Clock,
@@ -310,7 +312,7 @@ pub struct SdkSource {
 }
 
 /// A wall clock.
-pub type Clock = std::sync::Arc<dyn Fn() -> SystemTime + Send + Sync>;
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 #[derive(Clone)]
 struct Fetched {
@@ -325,7 +327,7 @@ impl fmt::Debug for SdkSource {
             .field("region", &self.region)
             .field(
                 "links",
-                &self.links.iter().map(Link::origin).collect::<Vec<_>>(),
+                &self.links().iter().map(Link::origin).collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -339,18 +341,11 @@ impl SdkSource {
         if let Some(profile) = &spec.profile {
             check_profile_exists(profile).await?;
         }
-        let provider_config = ProviderConfig::without_region()
-            .with_behavior_version(Some(BehaviorVersion::latest()))
-            .with_timeout_config(sts_timeouts());
-        let imds_client = imds::Client::builder()
-            .configure(&provider_config)
-            .connect_timeout(IMDS_CONNECT_TIMEOUT)
-            .read_timeout(IMDS_READ_TIMEOUT)
-            .max_attempts(IMDS_ATTEMPTS)
-            .build();
-        let region = resolve_region(spec, &provider_config, &imds_client).await?;
+        let unscoped = provider_config(None);
+        let region = resolve_region(spec, &unscoped, &imds_client(&unscoped)).await?;
+        let provider_config = provider_config(Some(&region));
+        let imds_client = imds_client(&provider_config);
         let sdk_region = aws_config::Region::new(region.as_str().to_owned());
-        let provider_config = provider_config.with_region(Some(sdk_region.clone()));
 
         // Loaded once: endpoint overrides (AWS_ENDPOINT_URL_STS), retry and timeout
         // settings for the STS client that assumes `role_arn`. Credentials are not
@@ -374,9 +369,9 @@ impl SdkSource {
             spec: spec.clone(),
             region,
             sdk_config,
-            links,
+            links: Mutex::new(Arc::new(links)),
             held: Mutex::new(None),
-            clock: std::sync::Arc::new(SystemTime::now),
+            clock: Arc::new(SystemTime::now),
             fetching: tokio::sync::Mutex::new(()),
         })
     }
@@ -391,11 +386,11 @@ impl SdkSource {
             },
             region,
             sdk_config: SdkConfig::builder().build(),
-            links: vec![Link::Custom(
+            links: Mutex::new(Arc::new(vec![Link::Custom(
                 aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-            )],
+            )])),
             held: Mutex::new(None),
-            clock: std::sync::Arc::new(SystemTime::now),
+            clock: Arc::new(SystemTime::now),
             fetching: tokio::sync::Mutex::new(()),
         }
     }
@@ -417,7 +412,7 @@ impl SdkSource {
 
     /// A short description for logs: the sources tried and any role on top.
     pub fn describe(&self) -> String {
-        let chain = match (&self.spec.profile, self.links.as_slice()) {
+        let chain = match (&self.spec.profile, self.links().as_slice()) {
             (_, [Link::Custom(_)]) => "custom credentials provider".to_owned(),
             (Some(p), _) => format!("profile {p:?}"),
             (None, _) => "default chain".to_owned(),
@@ -426,6 +421,28 @@ impl SdkSource {
             Some(role) => format!("{chain} + role {role}"),
             None => chain,
         }
+    }
+
+    fn links(&self) -> Arc<Vec<Link>> {
+        self.links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// A fresh chain over the same spec and region: re-reads the config files, re-runs
+    /// `credential_process`, forgets the SDK's in-memory state. Building does no I/O.
+    fn rebuild_links(&self) {
+        let mut links = self
+            .links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if matches!(links.as_slice(), [Link::Custom(_)]) {
+            return;
+        }
+        let provider_config = provider_config(Some(&self.region));
+        let imds_client = imds_client(&provider_config);
+        *links = Arc::new(build_links(&self.spec, &provider_config, imds_client));
     }
 
     fn held(&self) -> Option<Fetched> {
@@ -509,7 +526,8 @@ impl SdkSource {
 
     async fn fetch_base(&self) -> Result<(Credentials, String), CredentialsError> {
         let mut tried = Vec::new();
-        for link in &self.links {
+        let links = self.links();
+        for link in links.iter() {
             let origin = link.origin();
             let after = link.timeout();
             match tokio::time::timeout(after, link.fetch()).await {
@@ -600,7 +618,27 @@ impl CredentialSource for SdkSource {
 
     fn invalidate(&self) {
         self.hold(None);
+        self.rebuild_links();
     }
+}
+
+/// Settings shared by every SDK provider in the chain: the region (for STS calls in
+/// profile chains and web identity) and bounded STS timeouts.
+fn provider_config(region: Option<&Region>) -> ProviderConfig {
+    ProviderConfig::without_region()
+        .with_behavior_version(Some(BehaviorVersion::latest()))
+        .with_timeout_config(sts_timeouts())
+        .with_region(region.map(|r| aws_config::Region::new(r.as_str().to_owned())))
+}
+
+/// An IMDS client that gives up quickly where there is no IMDS.
+fn imds_client(provider_config: &ProviderConfig) -> imds::Client {
+    imds::Client::builder()
+        .configure(provider_config)
+        .connect_timeout(IMDS_CONNECT_TIMEOUT)
+        .read_timeout(IMDS_READ_TIMEOUT)
+        .max_attempts(IMDS_ATTEMPTS)
+        .build()
 }
 
 fn sts_timeouts() -> TimeoutConfig {
@@ -1248,7 +1286,6 @@ mod tests {
     // -- SdkSource's cache over a fake provider and a fake clock --------------
 
     use std::collections::VecDeque;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Hands out scripted answers and counts the calls.
