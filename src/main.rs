@@ -19,8 +19,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Log targets capped below the level at which they print credentials.
-const SECRET_BEARING_TARGETS: &[&str] = &["aws_sigv4=info", "hyper=info", "h2=info"];
+/// Log targets capped below the level at which they print credentials: aws-sigv4's
+/// canonical requests (session tokens), the SDK orchestrator's trace of every request
+/// sent (SSO bearer tokens, `X-Amz-Security-Token` headers), the HTTP stack's wire logs.
+const SECRET_BEARING_TARGETS: &[&str] = &[
+    "aws_sigv4=info",
+    "aws_smithy_runtime=debug",
+    "aws_smithy_runtime_api=debug",
+    "hyper=info",
+    "hyper_util=info",
+    "h2=info",
+];
 
 fn init_logging(default_level: &str, format: LogFormat) {
     // The AWS SDK warns about things our own errors already explain (a missing
@@ -30,9 +39,8 @@ fn init_logging(default_level: &str, format: LogFormat) {
             "{default_level},aws_config=error,aws_runtime=error,aws_smithy_runtime=error"
         ))
     });
-    // Whatever RUST_LOG says: these targets log secrets at debug/trace (aws-sigv4 logs
-    // every canonical request, session token included; the wire logs of the HTTP
-    // stack show credential responses). Added last, so they override RUST_LOG.
+    // Whatever RUST_LOG says, these targets stay below the level at which they log
+    // secrets. Added last, so they override RUST_LOG's directives for them.
     for clamp in SECRET_BEARING_TARGETS {
         if let Ok(directive) = clamp.parse() {
             filter = filter.add_directive(directive);

@@ -635,8 +635,11 @@ fn role_arn_on_top_of_static_credentials_signs_with_the_sts_session() {
         return util::skip("moto_server not found (pip install 'moto[server]')");
     };
     let env = TestEnv::new();
+    // Temporary base credentials: their session token travels to STS in a header.
+    let base_token = "baseSessionToken-0123456789abcdef";
     let minted = mint_json(
         env.cmd_with_example_creds()
+            .env("AWS_SESSION_TOKEN", base_token)
             .env("AWS_ENDPOINT_URL_STS", moto.url())
             .env("RUST_LOG", "trace"),
         &[
@@ -662,7 +665,10 @@ fn role_arn_on_top_of_static_credentials_signs_with_the_sts_session() {
     assert_eq!(minted.decoded.region, "ap-southeast-2");
     // The session length asked for is what STS granted, and what caps the key.
     assert_signed_by_session(&minted, &session, 3 * 3600);
-    assert_no_secrets(&minted.stderr, &[util::EXAMPLE_SECRET_ACCESS_KEY]);
+    assert_no_secrets(
+        &minted.stderr,
+        &[util::EXAMPLE_SECRET_ACCESS_KEY, base_token],
+    );
 }
 
 #[test]
@@ -857,6 +863,84 @@ fn profiles_static_role_chain_and_credential_process() {
         minted.stderr
     );
     assert_no_secrets(&minted.stderr, &[PROFILE_SECRET]);
+}
+
+#[test]
+fn sso_profile_uses_the_cached_token_and_the_portal_credentials() {
+    let env = TestEnv::new();
+    let home = env.home();
+    let (expiry, expiry_text) = in_secs(45 * 60);
+    let expiry_ms = expiry.duration_since(UNIX_EPOCH).unwrap().as_millis();
+    let portal = FakeServer::start(move |r| {
+        if r.path.starts_with("/federation/credentials")
+            && r.path.contains("role_name=BedrockUser")
+            && r.path.contains("account_id=123456789012")
+            && r.header("x-amz-sso_bearer_token") == Some("sso-access-token-0123")
+        {
+            Reply::Json(
+                serde_json::json!({"roleCredentials": {
+                    "accessKeyId": "ASIASSOPORTAL0000001",
+                    "secretAccessKey": "ssoSecret/0123456789abcdefghijklmnopq",
+                    "sessionToken": "ssoSessionToken-0123456789",
+                    "expiration": expiry_ms,
+                }})
+                .to_string(),
+            )
+        } else {
+            Reply::Status(403)
+        }
+    });
+    write_file(
+        &home.join(".aws/config"),
+        "[profile sso]\nsso_session = corp\nsso_account_id = 123456789012\n\
+         sso_role_name = BedrockUser\nregion = us-west-2\n\n\
+         [sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n\
+         sso_region = us-east-1\n",
+    );
+    // What `aws sso login` leaves behind: the token cached under sha1(session name).
+    let sha1 = Command::new("sh")
+        .args(["-c", "printf corp | sha1sum | cut -d' ' -f1"])
+        .output()
+        .unwrap();
+    let cache = home.join(format!(
+        ".aws/sso/cache/{}.json",
+        String::from_utf8_lossy(&sha1.stdout).trim()
+    ));
+    let (_, token_expiry) = in_secs(8 * 3600);
+    write_file(
+        &cache,
+        &serde_json::json!({
+            "accessToken": "sso-access-token-0123",
+            "expiresAt": token_expiry,
+            "region": "us-east-1",
+            "startUrl": "https://corp.awsapps.com/start",
+        })
+        .to_string(),
+    );
+    let minted = mint_json(
+        env.cmd()
+            .env("AWS_ENDPOINT_URL_SSO", portal.url(""))
+            .env("RUST_LOG", "trace"),
+        &["--profile", "sso"],
+    );
+    assert_eq!(minted.decoded.access_key_id, "ASIASSOPORTAL0000001");
+    assert_eq!(minted.decoded.region, "us-west-2");
+    assert_eq!(minted.decoded.expires_at, expiry);
+    assert_eq!(minted.json["credentials_expires_at"], expiry_text.as_str());
+    assert_signed_with(
+        &minted,
+        "ASIASSOPORTAL0000001",
+        "ssoSecret/0123456789abcdefghijklmnopq",
+        Some("ssoSessionToken-0123456789"),
+    );
+    assert_no_secrets(
+        &minted.stderr,
+        &[
+            "ssoSecret/0123456789abcdefghijklmnopq",
+            "ssoSessionToken-0123456789",
+            "sso-access-token-0123",
+        ],
+    );
 }
 
 #[test]
