@@ -389,6 +389,29 @@ fn container_endpoint_failures_are_retryable_errors_within_a_bound() {
 }
 
 #[test]
+fn already_expired_container_credentials_are_an_error_not_a_dead_key() {
+    let env = TestEnv::new();
+    let expired = rfc3339(SystemTime::now() - Duration::from_secs(90));
+    let doc = creds_json(
+        "ASIACONTAINEREXPIRED",
+        "containerSecretX/0123456789abcdefghijklmn",
+        "containerSessionTokenX-0123456789",
+        &expired,
+    );
+    let server = FakeServer::start(move |_| Reply::Json(doc.clone()));
+    let (out, _) = failing_mint(&mut container_env(&env, &server), &[]);
+    let err = util::stderr(&out);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(out.stdout.is_empty(), "no key may be printed");
+    assert!(
+        err.contains("container credentials endpoint (http://127.0.0.1:")
+            && err.contains("(access key ASIACONTAINEREXPIRED) that expired at"),
+        "{err}"
+    );
+    assert!(err.contains("retryable=true"), "{err}");
+}
+
+#[test]
 fn container_token_file_with_a_newline_is_a_precise_configuration_error() {
     let env = TestEnv::new();
     let server = FakeServer::start(|_| Reply::Status(500));
