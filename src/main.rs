@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use bedrock_keyd::cli::{self, Cli, LogFormat};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,41 +21,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// Log targets capped below the level at which they print credentials: aws-sigv4's
-/// canonical requests (session tokens), the SDK orchestrator's trace of every request
-/// sent (SSO bearer tokens, `X-Amz-Security-Token` headers), the HTTP stack's wire logs.
-const SECRET_BEARING_TARGETS: &[&str] = &[
-    "aws_sigv4=info",
-    "aws_smithy_runtime=debug",
-    "aws_smithy_runtime_api=debug",
-    "hyper=info",
-    "hyper_util=info",
-    "h2=info",
+/// Log targets capped below the level at which they print credentials, whatever
+/// RUST_LOG says: aws-sigv4's canonical requests (session tokens), the SDK
+/// orchestrator's trace of every request sent (SSO bearer tokens, security-token
+/// headers), the HTTP stack's wire logs. A cap only lowers: it never enables a level
+/// the EnvFilter left off.
+const SECRET_BEARING_TARGETS: &[(&str, LevelFilter)] = &[
+    ("aws_sigv4", LevelFilter::INFO),
+    ("aws_smithy_runtime", LevelFilter::DEBUG),
+    ("aws_smithy_runtime_api", LevelFilter::DEBUG),
+    ("hyper", LevelFilter::INFO),
+    ("hyper_util", LevelFilter::INFO),
+    ("h2", LevelFilter::INFO),
 ];
 
 fn init_logging(default_level: &str, format: LogFormat) {
     // The AWS SDK warns about things our own errors already explain (a missing
     // ~/.aws/config, no IMDS on a laptop); keep it to errors unless RUST_LOG asks.
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "{default_level},aws_config=error,aws_runtime=error,aws_smithy_runtime=error"
         ))
     });
-    // Whatever RUST_LOG says, these targets stay below the level at which they log
-    // secrets. Added last, so they override RUST_LOG's directives for them.
-    for clamp in SECRET_BEARING_TARGETS {
-        if let Ok(directive) = clamp.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let caps = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(SECRET_BEARING_TARGETS.iter().copied());
+    let layer = tracing_subscriber::fmt::layer()
         // Colour codes only for a person at a terminal, not for journald or files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_filter(filter.and(caps)))
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_filter(filter.and(caps)))
+            .init(),
     }
 }
 

@@ -55,6 +55,7 @@ pub(super) fn imds_client(provider_config: &ProviderConfig) -> imds::Client {
         .build()
 }
 
+/// Per-call bounds for the SDK's own STS clients, inside the per-source bounds.
 pub(super) fn sts_timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(STS_CONNECT_TIMEOUT)
@@ -62,6 +63,8 @@ pub(super) fn sts_timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// The region: `--region`, then `AWS_REGION` / `AWS_DEFAULT_REGION`, then the
+/// profile's `region`, then instance metadata; each lookup bounded.
 pub(super) async fn resolve_region(
     spec: &SourceSpec,
     provider_config: &ProviderConfig,
@@ -125,6 +128,7 @@ pub(super) fn profile_files_text() -> String {
     format!("{config}, {credentials}")
 }
 
+/// An explicit profile must exist in the config or credentials file.
 pub(super) async fn check_profile_exists(profile: &str) -> Result<(), CredentialsError> {
     let fs = aws_types::os_shim_internal::Fs::real();
     let env = aws_types::os_shim_internal::Env::real();
