@@ -19,7 +19,10 @@
 //! STS or IMDS. [`SdkSource`] therefore keeps the credentials it got and decides itself
 //! when to fetch again ([`renewal`]): when they would cap a key well below the lifetime the
 //! caller wants, or are (nearly) expired. Environment and static profile credentials have
-//! no expiry; keys signed with them live their full requested lifetime.
+//! no expiry (unless `AWS_CREDENTIAL_EXPIRATION` gives one); keys signed with them live
+//! their full requested lifetime. [`CredentialSource::invalidate`] drops the held
+//! credentials and rebuilds the chain, because the SDK parses the config files once per
+//! chain.
 //!
 //! Layout: this file holds the user-facing types ([`SourceSpec`], [`CredentialsError`],
 //! the [`CredentialSource`] seam), the renewal rule and [`SdkSource`]; `chain` builds
