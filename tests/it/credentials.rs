@@ -540,6 +540,38 @@ fn imds_expired_credentials_are_an_error_not_a_stretched_key() {
     assert_eq!(minted.json["credentials_expires_at"], expiry_text.as_str());
 }
 
+#[test]
+fn a_machine_without_imds_is_not_stalled() {
+    // Hanging IMDS (a black-holed 169.254.169.254) and refused connections (no IMDS
+    // at all): both end quickly, naming instance metadata.
+    let hanging = FakeServer::start(|_| Reply::Hang);
+    let refused = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}/")
+    };
+    for (name, endpoint) in [("hanging", hanging.url("/")), ("refused", refused)] {
+        let env = TestEnv::new();
+        let (out, elapsed) = failing_mint(
+            env.cmd()
+                .env_remove("AWS_EC2_METADATA_DISABLED")
+                .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint),
+            &["--region", "us-east-1"],
+        );
+        let err = util::stderr(&out);
+        assert_eq!(out.status.code(), Some(69), "{name}: {err}");
+        // Not an outage to retry: there is simply no IMDS here.
+        assert!(
+            err.contains("no AWS credentials found (tried: ")
+                && err.contains("EC2 instance metadata: unreachable: "),
+            "{name}: {err}"
+        );
+        // IMDS_TIMEOUT is 5 s; the rest is process start-up on a loaded machine.
+        assert!(elapsed < Duration::from_secs(9), "{name}: took {elapsed:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // A real STS: moto.
 
