@@ -19,9 +19,9 @@ const SECRET_SAFE_FLOOR: &[(&str, Level)] = &[
     ("aws_smithy_runtime", Level::DEBUG),
     ("aws_smithy_http_client", Level::DEBUG),
     ("aws_smithy_runtime_api", Level::DEBUG),
-    ("hyper", Level::DEBUG),
-    ("hyper_util", Level::DEBUG),
-    ("h2", Level::DEBUG),
+    ("hyper", Level::INFO),
+    ("hyper_util", Level::INFO),
+    ("h2", Level::INFO),
     ("rustls", Level::DEBUG),
 ];
 
@@ -44,7 +44,10 @@ pub fn init(default_level: &str, format: Format) {
     let registry = tracing_subscriber::registry()
         .with(env)
         .with(secret_safe_floor());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        // Colour codes only for a person at a terminal, not for journald or files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         Format::Text => registry.with(fmt).try_init(),

@@ -7,13 +7,16 @@ use std::time::SystemTime;
 use clap::{Args, ValueEnum};
 
 use super::{CliError, CredentialFlags, block_on};
+use crate::credentials::{CredentialSource, CredentialsError, SdkSource};
+use crate::key::MintedKey;
 use crate::mint::{Lifetime, mint};
 
 /// Mint one key and print it to stdout.
 ///
 /// Credentials and region come from the AWS SDK's default chains (environment,
 /// ~/.aws files, SSO, credential_process, web identity, container endpoint, IMDS).
-/// Signing is offline: no request is sent to Amazon Bedrock.
+/// With --role-arn, that role is assumed on top. Signing is offline: no request is
+/// sent to Amazon Bedrock (only to STS when a role is assumed).
 ///
 /// Example: eval "$(bedrock-keyd mint --format env | sed 's/^/export /')"
 #[derive(Debug, Args)]
@@ -26,7 +29,8 @@ pub struct MintArgs {
     #[arg(long, value_name = "DURATION", default_value = "12h")]
     lifetime: Lifetime,
 
-    /// raw: the key and a newline; json: {"key","region","issued_at","expires_at"};
+    /// raw: the key and a newline; json: {"key","region","issued_at","expires_at",
+    /// "credentials_expires_at"} (the last is null for long-term keys);
     /// env: AWS_BEARER_TOKEN_BEDROCK=<key>.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     format: Format,
@@ -40,15 +44,24 @@ enum Format {
 }
 
 pub fn run(args: MintArgs) -> Result<ExitCode, CliError> {
-    let resolved = block_on(crate::credentials::resolve(&args.credentials.source_spec()))??;
-    let minted = mint(
-        &resolved.credentials,
-        &resolved.region,
-        args.lifetime,
-        SystemTime::now(),
-    )?;
+    let spec = args.credentials.source_spec();
+    let lifetime = args.lifetime;
+    let (credentials, region) = block_on(async {
+        let source = SdkSource::new(&spec).await?;
+        let credentials = source.credentials(lifetime.get()).await?;
+        Ok::<_, CredentialsError>((credentials, source.region().clone()))
+    })?
+    .inspect_err(|err| {
+        // The error itself is printed once by main; this records its class.
+        tracing::debug!(retryable = err.is_retryable(), "credentials unavailable");
+    })?;
+    let minted = mint(&credentials, &region, lifetime, SystemTime::now())?;
     tracing::info!(
         region = %minted.meta.region,
+        access_key_id = %minted.meta.access_key_id,
+        credentials_expire_at = %minted
+            .credentials_expiry
+            .map_or_else(|| "never".to_owned(), crate::time::rfc3339),
         expires_at = %crate::time::rfc3339(minted.meta.expires_at),
         fingerprint = %minted.key.fingerprint(),
         "key minted"
@@ -57,16 +70,16 @@ pub fn run(args: MintArgs) -> Result<ExitCode, CliError> {
         tracing::warn!(
             requested = %crate::duration::format(minted.requested_lifetime),
             effective = %crate::duration::format(minted.meta.lifetime()),
+            credentials_expire_at = %minted
+                .credentials_expiry
+                .map_or_else(String::new, crate::time::rfc3339),
             "the signing credentials expire first; the key lives only as long as they do"
         );
     }
     let out = zeroize::Zeroizing::new(match args.format {
         Format::Raw => format!("{}\n", minted.key.expose()),
         Format::Env => format!("AWS_BEARER_TOKEN_BEDROCK={}\n", minted.key.expose()),
-        Format::Json => format!(
-            "{}\n",
-            crate::keyfile::json(&minted.key, &minted.meta).as_str()
-        ),
+        Format::Json => format!("{}\n", json(&minted).as_str()),
     });
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -74,4 +87,26 @@ pub fn run(args: MintArgs) -> Result<ExitCode, CliError> {
         .and_then(|()| stdout.flush())
         .map_err(|e| CliError::Runtime(format!("cannot write the key to stdout: {e}")))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The sink's JSON format plus `credentials_expires_at`: when the key is capped by its
+/// credentials, this says so without decoding the key.
+fn json(minted: &MintedKey) -> zeroize::Zeroizing<String> {
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        key: &'a str,
+        region: &'a str,
+        issued_at: String,
+        expires_at: String,
+        credentials_expires_at: Option<String>,
+    }
+    let doc = Doc {
+        key: minted.key.expose(),
+        region: &minted.meta.region,
+        issued_at: crate::time::rfc3339(minted.meta.issued_at),
+        expires_at: crate::time::rfc3339(minted.meta.expires_at),
+        credentials_expires_at: minted.credentials_expiry.map(crate::time::rfc3339),
+    };
+    // Serializing strings and a flat struct cannot fail.
+    zeroize::Zeroizing::new(serde_json::to_string(&doc).unwrap_or_default())
 }

@@ -505,6 +505,7 @@ fn validate_key(
     for (value, name) in [
         (&raw.external_id, "external_id"),
         (&raw.role_session_name, "role_session_name"),
+        (&raw.role_session_duration, "role_session_duration"),
     ] {
         if let (Some(v), None) = (value, &role_arn) {
             return Err(SpannedError::new(
@@ -528,12 +529,25 @@ fn validate_key(
         .map(|v| spanned(v, &field("role_session_name"), validate_session_name))
         .transpose()?
         .map(|(v, _)| v);
+    let role_session_duration = raw
+        .role_session_duration
+        .as_ref()
+        .map(|v| {
+            spanned(
+                v,
+                &field("role_session_duration"),
+                crate::credentials::parse_role_session_duration,
+            )
+        })
+        .transpose()?
+        .map(|(v, _)| v);
     let source = SourceSpec {
         profile,
         region,
         role_arn,
         external_id,
         role_session_name,
+        role_session_duration,
     };
 
     // Lifetime and refresh policy.

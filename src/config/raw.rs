@@ -41,6 +41,8 @@ pub struct RawKey {
     pub role_arn: Option<Spanned<String>>,
     pub external_id: Option<Spanned<String>>,
     pub role_session_name: Option<Spanned<String>>,
+    /// With role_arn: how long the assumed-role session lasts (15m … 12h).
+    pub role_session_duration: Option<Spanned<String>>,
     pub region: Option<Spanned<String>>,
     pub lifetime: Option<Spanned<String>>,
     pub refresh_at: Option<Spanned<f64>>,

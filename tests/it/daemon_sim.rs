@@ -38,6 +38,7 @@ impl CredentialSource for FakeSource {
     async fn credentials(&self, _want: Duration) -> Result<Credentials, CredentialsError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(CredentialsError::Provider {
+                origin: "fake container endpoint".to_owned(),
                 detail: "credential endpoint returned 500".to_owned(),
                 retryable: true,
             });

@@ -9,6 +9,7 @@ mod util;
 
 mod check;
 mod cli_mint;
+mod credentials;
 mod daemon_sim;
 mod interop;
 mod keyring;
