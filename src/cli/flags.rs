@@ -2,12 +2,20 @@
 //! and the region come from. One `clap::Args` struct, flattened into each command, so
 //! every command spells them the same way.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
+use super::CliError;
+use crate::config::{Config, ConfigLocation, KeyConfig, KeyName};
 use crate::credentials::SourceSpec;
-use crate::mint::Region;
+use crate::mint::{Lifetime, Region};
+use crate::schedule::RefreshPolicy;
+use crate::sink::{
+    DEFAULT_ENV_VARIABLE, DEFAULT_KEYRING_ACCOUNT, EnvFileSpec, FileAccess, FileFormat, FileMode,
+    FileSpec, KeyringBackend, KeyringSpec, SinkSpec, UserRef,
+};
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct CredentialFlags {
@@ -72,4 +80,253 @@ fn session_name(name: &str) -> Result<String, String> {
 
 fn session_duration(text: &str) -> Result<Duration, String> {
     crate::credentials::parse_role_session_duration(text)
+}
+
+/// Sinks named on the command line (single-key mode of `once`, `run`, `exec`).
+#[derive(Debug, Clone, Args)]
+pub struct SinkFlags {
+    /// Write the key to this file (repeatable). Relative paths are taken from the
+    /// current directory.
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+
+    /// Format of every --file: raw (the key and a newline) or json
+    /// ({"key","region","issued_at","expires_at"}).
+    #[arg(long, value_name = "FORMAT", default_value = "raw", value_parser = parse_format)]
+    file_format: FileFormat,
+
+    /// Set the variable in this dotenv file (repeatable), keeping every other line.
+    /// Usable by systemd EnvironmentFile=, docker --env-file and `set -a; . FILE`.
+    #[arg(long = "env-file", value_name = "PATH")]
+    env_files: Vec<PathBuf>,
+
+    /// The variable every --env-file sets.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_ENV_VARIABLE, value_parser = parse_variable)]
+    env_variable: String,
+
+    /// Store the key in the OS keyring as SERVICE, account ACCOUNT (repeatable;
+    /// account default: "default").
+    #[arg(long = "keyring", value_name = "SERVICE[:ACCOUNT]", value_parser = parse_keyring)]
+    keyrings: Vec<(String, String)>,
+
+    /// Which keyring every --keyring uses: default (Keychain on macOS, Secret Service
+    /// elsewhere), secret-service, keyutils (the Linux kernel keyring) or keychain.
+    #[arg(long, value_name = "BACKEND", default_value = "default")]
+    keyring_backend: KeyringBackend,
+
+    /// Permission bits of every file and env-file, octal.
+    #[arg(long, value_name = "OCTAL", default_value = "0600")]
+    mode: FileMode,
+
+    /// Owner of every file and env-file: a user name or id (needs privileges).
+    #[arg(long, value_name = "USER")]
+    owner: Option<UserRef>,
+
+    /// Group of every file and env-file: a group name or id.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<UserRef>,
+
+    /// Write through a symlink at a target path instead of refusing it.
+    #[arg(long)]
+    follow_symlinks: bool,
+
+    /// Accept a --mode that lets every user read the key.
+    #[arg(long)]
+    allow_world_readable: bool,
+}
+
+fn parse_format(s: &str) -> Result<FileFormat, String> {
+    s.parse()
+}
+
+fn parse_variable(s: &str) -> Result<String, String> {
+    let mut bytes = s.bytes();
+    let valid = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a variable name: letters, digits and _, not starting with a digit"
+        ))
+    }
+}
+
+fn parse_keyring(s: &str) -> Result<(String, String), String> {
+    let (service, account) = match s.split_once(':') {
+        Some((service, account)) => (service, account),
+        None => (s, DEFAULT_KEYRING_ACCOUNT),
+    };
+    if service.is_empty() || account.is_empty() {
+        return Err(format!(
+            "{s:?}: expected SERVICE or SERVICE:ACCOUNT, both non-empty"
+        ));
+    }
+    Ok((service.to_owned(), account.to_owned()))
+}
+
+impl SinkFlags {
+    /// Whether any sink is named (single-key mode).
+    pub fn any(&self) -> bool {
+        !(self.files.is_empty() && self.env_files.is_empty() && self.keyrings.is_empty())
+    }
+
+    /// The sinks these flags name, with paths made absolute.
+    pub fn specs(&self) -> Result<Vec<SinkSpec>, CliError> {
+        let access = FileAccess {
+            mode: self.mode,
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            follow_symlinks: self.follow_symlinks,
+            allow_world_readable: self.allow_world_readable,
+        };
+        let mut specs = Vec::new();
+        for path in &self.files {
+            specs.push(SinkSpec::File(FileSpec {
+                path: absolute(path)?,
+                format: self.file_format,
+                access: access.clone(),
+            }));
+        }
+        for path in &self.env_files {
+            specs.push(SinkSpec::EnvFile(EnvFileSpec {
+                path: absolute(path)?,
+                variable: self.env_variable.clone(),
+                access: access.clone(),
+            }));
+        }
+        for (service, account) in &self.keyrings {
+            specs.push(SinkSpec::Keyring(KeyringSpec {
+                backend: self.keyring_backend,
+                ..KeyringSpec::new(service, account)
+            }));
+        }
+        if specs.is_empty() {
+            return Err(CliError::Usage(
+                "no sink given: pass --file, --env-file or --keyring".to_owned(),
+            ));
+        }
+        Ok(specs)
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(path)
+        .map_err(|e| CliError::Usage(format!("cannot make {} absolute: {e}", path.display())))
+}
+
+
+/// The refresh policy of the single-key mode (the config file's `refresh_at`,
+/// `jitter`, `min_remaining`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PolicyFlags {
+    /// Re-mint when this fraction of the key's effective lifetime has passed [default: 0.5].
+    #[arg(long, value_name = "FRACTION")]
+    pub refresh_at: Option<f64>,
+
+    /// ± this fraction of the refresh delay, so a fleet does not mint in lockstep
+    /// [default: 0.1].
+    #[arg(long, value_name = "FRACTION")]
+    pub jitter: Option<f64>,
+
+    /// Always re-mint at least this long before expiry; shorter than the lifetime
+    /// [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_remaining: Option<Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// Everything that describes one key without a config file, or names the config.
+#[derive(Debug, Clone, Args)]
+pub struct KeyFlags {
+    /// The config file [default: $BEDROCK_KEYD_CONFIG, $XDG_CONFIG_HOME/bedrock-keyd/config.toml,
+    /// /etc/bedrock-keyd/config.toml]. Not read when sink flags (--file, --env-file,
+    /// --keyring) describe a single key instead.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub credentials: CredentialFlags,
+
+    /// Requested key lifetime, 1s to 12h (e.g. 90s, 30m, 12h); the key expires earlier
+    /// if the signing credentials do [default: 12h].
+    #[arg(long, value_name = "DURATION")]
+    pub lifetime: Option<Lifetime>,
+
+    /// The key's name in logs, metrics and status [default: default].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<KeyName>,
+
+    #[command(flatten)]
+    pub sinks: SinkFlags,
+
+    #[command(flatten)]
+    pub policy: PolicyFlags,
+}
+
+impl KeyFlags {
+    /// The config to run: one key from the flags when they name a sink, otherwise the
+    /// config file (with its location, for reloads). Key flags next to a config file
+    /// are refused rather than silently ignored.
+    pub fn resolve(&self) -> Result<(Option<ConfigLocation>, Config), CliError> {
+        if self.sinks.any() {
+            if let Some(path) = &self.config {
+                return Err(CliError::Usage(format!(
+                    "--config {} and sink flags (--file, --env-file, --keyring) exclude each other: the flags describe a single key without a config file",
+                    path.display()
+                )));
+            }
+            return self.single().map(|c| (None, c));
+        }
+        let given: Vec<&str> = [
+            ("--region", self.credentials.region.is_some()),
+            ("--profile", self.credentials.profile.is_some()),
+            ("--role-arn", self.credentials.role_arn.is_some()),
+            ("--lifetime", self.lifetime.is_some()),
+            ("--name", self.name.is_some()),
+            ("--refresh-at", self.policy.refresh_at.is_some()),
+            ("--jitter", self.policy.jitter.is_some()),
+            ("--min-remaining", self.policy.min_remaining.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            return Err(CliError::Usage(format!(
+                "{} only apply to a single key given by --file, --env-file or --keyring; with a config file, set them there",
+                given.join(", ")
+            )));
+        }
+        let (location, config) = crate::config::locate_and_load(self.config.as_deref())?;
+        Ok((Some(location), config))
+    }
+
+    fn single(&self) -> Result<Config, CliError> {
+        let defaults = RefreshPolicy::default();
+        let policy = RefreshPolicy::new(
+            self.policy.refresh_at.unwrap_or(defaults.refresh_at()),
+            self.policy.jitter.unwrap_or(defaults.jitter()),
+            self.policy.min_remaining.unwrap_or(defaults.min_remaining()),
+        )
+        .map_err(|e| CliError::Usage(format!("refresh policy: {e}")))?;
+        let name = match &self.name {
+            Some(name) => name.clone(),
+            None => KeyName::new("default").map_err(CliError::Usage)?,
+        };
+        let key = KeyConfig::new(
+            name,
+            self.credentials.source_spec(),
+            self.lifetime.unwrap_or(Lifetime::MAX),
+            policy,
+            self.sinks.specs()?,
+            Vec::new(),
+        )
+        .map_err(CliError::Usage)?;
+        Ok(Config::single(key))
+    }
 }

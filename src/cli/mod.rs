@@ -56,7 +56,7 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Check(check::CheckArgs),
     Completions(completions::CompletionsArgs),
-    Once(once::OnceArgs),
+    Once(Box<once::OnceArgs>),
 }
 
 /// Everything a command can fail with, each mapped to one exit code.
@@ -158,7 +158,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Inspect(args) => inspect::run(args),
         Command::Check(args) => check::run(args),
         Command::Completions(args) => completions::run(args),
-        Command::Once(args) => once::run(args),
+        Command::Once(args) => once::run(*args),
     }
 }
 

@@ -1,181 +1,96 @@
-//! `bedrock-keyd once`: mint one key, deliver it to every sink given, exit.
+//! `bedrock-keyd once`: one round of minting and delivery, then exit.
 //!
-//! The first way users (init containers, cron, CI) and the tests drive the sinks end
-//! to end. Every sink is attempted even when an earlier one fails, so one broken
-//! target does not keep the key from the others; any failure makes the command exit 73
-//! after all were tried, with each failure named. (`--config` and `--if-valid-for`
-//! come with the daemon.)
+//! For init containers, cron and CI: every key of the config (or the single key the
+//! flags describe) is minted and written to all its sinks. Every sink is attempted
+//! even when an earlier one fails, so one broken target does not keep the key from
+//! the others; the exit code then reports the failure. With `--if-valid-for`, a key
+//! whose sinks all still hold a key valid that long is left alone: an init container
+//! hands over to the sidecar without a double mint.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::{CliError, CredentialFlags, block_on};
-use crate::mint::{Lifetime, mint};
-use crate::sink::{
-    DEFAULT_ENV_VARIABLE, DEFAULT_KEYRING_ACCOUNT, EnvFileSpec, FileAccess, FileFormat, FileMode,
-    FileSpec, KeyringBackend, KeyringSpec, SinkSpec, UserRef, WriteOutcome,
-};
+use super::{CliError, block_on, flags::KeyFlags};
+use crate::config::KeyConfig;
+use crate::credentials::{CredentialSource, SdkSource};
+use crate::daemon::{RefreshError, deliver};
+use crate::mint::mint;
+use crate::sink::Sink;
 
-/// Mint one key, write it to every given sink, and exit.
+/// Mint every key once, write it to all its sinks, and exit.
 ///
-/// Files are replaced atomically (temp file, fsync, rename), created with exactly
-/// --mode whatever the umask, and left untouched when they already hold the key.
-/// Every sink is attempted; if any cannot be written the command exits 73.
+/// Keys come from the config file, or from flags for a single key (--file, --env-file,
+/// --keyring name its sinks; then no config file is read). Files are replaced
+/// atomically (temp file, fsync, rename), created with exactly the configured mode
+/// whatever the umask, and left untouched when they already hold the key.
+///
+/// Exit codes: 0 all delivered (or left alone by --if-valid-for), 69 credentials
+/// unavailable, 73 a sink could not be written, 78 the config is invalid.
 ///
 /// Example: bedrock-keyd once --region us-east-1 --file /run/app/bedrock.key
 #[derive(Debug, Args)]
 pub struct OnceArgs {
     #[command(flatten)]
-    credentials: CredentialFlags,
+    keys: KeyFlags,
 
-    /// Requested lifetime, 1s to 12h (e.g. 90s, 30m, 12h). The key expires earlier if
-    /// the signing credentials do.
-    #[arg(long, value_name = "DURATION", default_value = "12h")]
-    lifetime: Lifetime,
-
-    /// Write the key to this file (repeatable). Relative paths are taken from the
-    /// current directory.
-    #[arg(long = "file", value_name = "PATH")]
-    files: Vec<PathBuf>,
-
-    /// Format of every --file: raw (the key and a newline) or json
-    /// ({"key","region","issued_at","expires_at"}).
-    #[arg(long, value_name = "FORMAT", default_value = "raw", value_parser = parse_format)]
-    file_format: FileFormat,
-
-    /// Set the variable in this dotenv file (repeatable), keeping every other line.
-    /// Usable by systemd EnvironmentFile=, docker --env-file and `set -a; . FILE`.
-    #[arg(long = "env-file", value_name = "PATH")]
-    env_files: Vec<PathBuf>,
-
-    /// The variable every --env-file sets.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_ENV_VARIABLE, value_parser = parse_variable)]
-    env_variable: String,
-
-    /// Store the key in the OS keyring as SERVICE, account ACCOUNT (repeatable;
-    /// account default: "default").
-    #[arg(long = "keyring", value_name = "SERVICE[:ACCOUNT]", value_parser = parse_keyring)]
-    keyrings: Vec<(String, String)>,
-
-    /// Which keyring every --keyring uses: default (Keychain on macOS, Secret Service
-    /// elsewhere), secret-service, keyutils (the Linux kernel keyring) or keychain.
-    #[arg(long, value_name = "BACKEND", default_value = "default")]
-    keyring_backend: KeyringBackend,
-
-    /// Permission bits of every file and env-file, octal.
-    #[arg(long, value_name = "OCTAL", default_value = "0600")]
-    mode: FileMode,
-
-    /// Owner of every file and env-file: a user name or id (needs privileges).
-    #[arg(long, value_name = "USER")]
-    owner: Option<UserRef>,
-
-    /// Group of every file and env-file: a group name or id.
-    #[arg(long, value_name = "GROUP")]
-    group: Option<UserRef>,
-
-    /// Write through a symlink at a target path instead of refusing it.
-    #[arg(long)]
-    follow_symlinks: bool,
-
-    /// Accept a --mode that lets every user read the key.
-    #[arg(long)]
-    allow_world_readable: bool,
+    /// Leave a key alone when every one of its sinks already holds a key valid for at
+    /// least this long (e.g. 30m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    if_valid_for: Option<Duration>,
 }
 
-fn parse_format(s: &str) -> Result<FileFormat, String> {
-    s.parse()
-}
-
-fn parse_variable(s: &str) -> Result<String, String> {
-    let mut bytes = s.bytes();
-    let valid = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if valid {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "{s:?} is not a variable name: letters, digits and _, not starting with a digit"
-        ))
-    }
-}
-
-fn parse_keyring(s: &str) -> Result<(String, String), String> {
-    let (service, account) = match s.split_once(':') {
-        Some((service, account)) => (service, account),
-        None => (s, DEFAULT_KEYRING_ACCOUNT),
-    };
-    if service.is_empty() || account.is_empty() {
-        return Err(format!(
-            "{s:?}: expected SERVICE or SERVICE:ACCOUNT, both non-empty"
-        ));
-    }
-    Ok((service.to_owned(), account.to_owned()))
-}
-
-impl OnceArgs {
-    /// The sinks these flags name, with paths made absolute.
-    fn sink_specs(&self) -> Result<Vec<SinkSpec>, CliError> {
-        let access = FileAccess {
-            mode: self.mode,
-            owner: self.owner.clone(),
-            group: self.group.clone(),
-            follow_symlinks: self.follow_symlinks,
-            allow_world_readable: self.allow_world_readable,
-        };
-        let mut specs = Vec::new();
-        for path in &self.files {
-            specs.push(SinkSpec::File(FileSpec {
-                path: absolute(path)?,
-                format: self.file_format,
-                access: access.clone(),
-            }));
-        }
-        for path in &self.env_files {
-            specs.push(SinkSpec::EnvFile(EnvFileSpec {
-                path: absolute(path)?,
-                variable: self.env_variable.clone(),
-                access: access.clone(),
-            }));
-        }
-        for (service, account) in &self.keyrings {
-            specs.push(SinkSpec::Keyring(KeyringSpec {
-                backend: self.keyring_backend,
-                ..KeyringSpec::new(service, account)
-            }));
-        }
-        if specs.is_empty() {
-            return Err(CliError::Usage(
-                "no sink given: pass --file, --env-file or --keyring".to_owned(),
-            ));
-        }
-        Ok(specs)
-    }
-}
-
-fn absolute(path: &Path) -> Result<PathBuf, CliError> {
-    std::path::absolute(path)
-        .map_err(|e| CliError::Usage(format!("cannot make {} absolute: {e}", path.display())))
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: OnceArgs) -> Result<ExitCode, CliError> {
-    // Usage errors first: nothing is minted for a command line that cannot work.
-    let specs = args.sink_specs()?;
-    let resolved = block_on(crate::credentials::resolve(&args.credentials.source_spec()))??;
-    let minted = mint(
-        &resolved.credentials,
-        &resolved.region,
-        args.lifetime,
-        SystemTime::now(),
-    )?;
+    // Usage and config errors first: nothing is minted for a setup that cannot work.
+    let (_, config) = args.keys.resolve()?;
+    block_on(async {
+        let mut first_error = None;
+        for key in &config.keys {
+            let span = tracing::info_span!("key", key = %key.name);
+            let _enter = span.enter();
+            if let Err(e) = once(key, args.if_valid_for).await {
+                if config.keys.len() > 1 {
+                    tracing::error!(error = %crate::credentials::error_chain(&e), "key not delivered");
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            None => Ok(ExitCode::SUCCESS),
+            Some(e) => Err(e),
+        }
+    })?
+}
+
+async fn once(key: &KeyConfig, if_valid_for: Option<Duration>) -> Result<(), CliError> {
+    let sinks: Vec<Arc<dyn Sink>> = key
+        .sinks
+        .iter()
+        .map(|spec| Arc::from(crate::sink::build(spec)))
+        .collect();
+    if let Some(wanted) = if_valid_for
+        && let Some(remaining) = held_everywhere(&sinks, wanted)
+    {
+        tracing::info!(
+            remaining = %crate::duration::format(remaining),
+            "every sink holds a key valid for at least {}; left alone",
+            crate::duration::format(wanted)
+        );
+        return Ok(());
+    }
+    let source = SdkSource::new(&key.source).await?;
+    let credentials = source.credentials(key.lifetime.get()).await?;
+    let minted = mint(&credentials, source.region(), key.lifetime, SystemTime::now())?;
     tracing::info!(
         region = %minted.meta.region,
         expires_at = %crate::time::rfc3339(minted.meta.expires_at),
+        credentials_expire_at = %minted.credentials_expiry.map(crate::time::rfc3339).unwrap_or_else(|| "never".to_owned()),
         fingerprint = %minted.key.fingerprint(),
         "key minted"
     );
@@ -186,26 +101,36 @@ pub fn run(args: OnceArgs) -> Result<ExitCode, CliError> {
             "the signing credentials expire first; the key lives only as long as they do"
         );
     }
-
-    let mut failures = Vec::new();
-    for spec in &specs {
-        let sink = crate::sink::build(spec);
-        match sink.write(&minted.key, &minted.meta) {
-            Ok(WriteOutcome::Written) => {
-                tracing::info!(sink = %sink.describe(), fingerprint = %minted.key.fingerprint(), "sink written")
-            }
-            Ok(WriteOutcome::Unchanged) => {
-                tracing::info!(sink = %sink.describe(), fingerprint = %minted.key.fingerprint(), "sink unchanged: it already holds this key")
-            }
-            Err(e) => failures.push(e),
-        }
-    }
-    if failures.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(CliError::Sinks(super::SinkFailures {
+    match deliver(&sinks, &minted).await {
+        Ok(_) => Ok(()),
+        Err(RefreshError::Sinks(failures)) => Err(CliError::Sinks(super::SinkFailures {
             failures,
-            total: specs.len(),
-        }))
+            total: sinks.len(),
+        })),
+        Err(e) => Err(CliError::Runtime(crate::credentials::error_chain(&e))),
     }
+}
+
+/// The smallest remaining validity across the sinks, if every sink holds a valid key
+/// with at least `wanted` left.
+fn held_everywhere(sinks: &[Arc<dyn Sink>], wanted: Duration) -> Option<Duration> {
+    let now = SystemTime::now();
+    let mut least: Option<Duration> = None;
+    for sink in sinks {
+        let key = match sink.read() {
+            Ok(Some(key)) => key,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(sink = %sink.describe(), error = %e, "cannot read the held key");
+                return None;
+            }
+        };
+        let decoded = crate::inspect::decode(key.expose()).ok()?;
+        let remaining = decoded.remaining(now);
+        if remaining < wanted {
+            return None;
+        }
+        least = Some(least.map_or(remaining, |l| l.min(remaining)));
+    }
+    least
 }

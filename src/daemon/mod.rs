@@ -461,3 +461,18 @@ pub async fn deliver(
 pub fn random_jitter() -> Jitter {
     Arc::new(JitterSample::random)
 }
+
+/// The real world: SDK credential sources and the file, env-file and keyring sinks.
+pub struct SystemBackend;
+
+impl Backend for SystemBackend {
+    type Source = crate::credentials::SdkSource;
+
+    async fn source(&self, spec: &SourceSpec) -> Result<Self::Source, CredentialsError> {
+        crate::credentials::SdkSource::new(spec).await
+    }
+
+    fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::from(crate::sink::build(spec)))
+    }
+}

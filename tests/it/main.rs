@@ -5,6 +5,7 @@
 //! generator, moto, gnome-keyring, …) skip with a printed reason on a developer
 //! machine, and fail when `BEDROCK_KEYD_REQUIRE_ALL=1` (as CI sets it).
 
+mod fake_http;
 mod util;
 
 mod check;
