@@ -217,7 +217,6 @@ fn absolute(path: &Path) -> Result<PathBuf, CliError> {
         .map_err(|e| CliError::Usage(format!("cannot make {} absolute: {e}", path.display())))
 }
 
-
 /// The refresh policy of the single-key mode (the config file's `refresh_at`,
 /// `jitter`, `min_remaining`).
 #[derive(Debug, Clone, Default, Args)]
@@ -311,7 +310,9 @@ impl KeyFlags {
         let policy = RefreshPolicy::new(
             self.policy.refresh_at.unwrap_or(defaults.refresh_at()),
             self.policy.jitter.unwrap_or(defaults.jitter()),
-            self.policy.min_remaining.unwrap_or(defaults.min_remaining()),
+            self.policy
+                .min_remaining
+                .unwrap_or(defaults.min_remaining()),
         )
         .map_err(|e| CliError::Usage(format!("refresh policy: {e}")))?;
         let name = match &self.name {

@@ -7,6 +7,7 @@ mod flags;
 mod inspect;
 mod mint;
 mod once;
+mod run;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,7 @@ enum Command {
     Check(check::CheckArgs),
     Completions(completions::CompletionsArgs),
     Once(Box<once::OnceArgs>),
+    Run(Box<run::RunArgs>),
 }
 
 /// Everything a command can fail with, each mapped to one exit code.
@@ -139,12 +141,24 @@ impl Cli {
             | Command::Check(_)
             | Command::Completions(_) => "warn",
             // `once` reports its milestones (key minted, sink written) like the daemon.
-            Command::Once(_) => "info",
+            Command::Once(_) | Command::Run(_) => "info",
         }
     }
 
+    /// `--log-format`, else the config's `log_format` (for the commands that read
+    /// one), else text. A config that cannot be read here is reported by the command.
     pub fn log_format(&self) -> crate::logging::Format {
-        match self.log_format {
+        let from_config = || {
+            let keys = match &self.command {
+                Command::Run(args) => args.keys(),
+                Command::Once(args) => args.keys(),
+                _ => return None,
+            };
+            keys.resolve()
+                .ok()
+                .and_then(|(_, config)| config.log_format)
+        };
+        match self.log_format.or_else(from_config) {
             Some(LogFormat::Json) => crate::logging::Format::Json,
             Some(LogFormat::Text) | None => crate::logging::Format::Text,
         }
@@ -159,6 +173,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Check(args) => check::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Once(args) => once::run(*args),
+        Command::Run(args) => run::run(*args),
     }
 }
 

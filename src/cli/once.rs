@@ -42,6 +42,12 @@ pub struct OnceArgs {
     if_valid_for: Option<Duration>,
 }
 
+impl OnceArgs {
+    pub fn keys(&self) -> &KeyFlags {
+        &self.keys
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
 }
@@ -86,7 +92,12 @@ async fn once(key: &KeyConfig, if_valid_for: Option<Duration>) -> Result<(), Cli
     }
     let source = SdkSource::new(&key.source).await?;
     let credentials = source.credentials(key.lifetime.get()).await?;
-    let minted = mint(&credentials, source.region(), key.lifetime, SystemTime::now())?;
+    let minted = mint(
+        &credentials,
+        source.region(),
+        key.lifetime,
+        SystemTime::now(),
+    )?;
     tracing::info!(
         region = %minted.meta.region,
         expires_at = %crate::time::rfc3339(minted.meta.expires_at),

@@ -161,6 +161,13 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// No keys (a placeholder while a reload swaps sets).
+    pub fn empty() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+        }
+    }
+
     /// Starts one task per key. Each mints at once.
     pub fn start<B: Backend, D: OnDelivered>(rt: &Runtime<B, D>, keys: &[KeyConfig]) -> Self {
         let names: Vec<String> = keys.iter().map(|k| k.name.to_string()).collect();
@@ -422,7 +429,10 @@ pub async fn deliver(
     let sinks = sinks.to_vec();
     let key = minted.key.clone();
     let meta = minted.meta.clone();
+    // Keep the key's span on the blocking thread, so sink logs say which key.
+    let span = tracing::Span::current();
     let results = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         sinks
             .iter()
             .map(|sink| {

@@ -152,7 +152,6 @@ pub fn http_get(port: u16, path: &str) -> String {
     out.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
-
 /// `now + secs`, whole seconds, as a credential document shows it.
 pub fn in_secs(secs: u64) -> (SystemTime, String) {
     let now = SystemTime::now()
@@ -175,4 +174,3 @@ pub fn creds_json(id: &str, secret: &str, token: &str, expiration: &str) -> Stri
     })
     .to_string()
 }
-

@@ -11,6 +11,7 @@ mod util;
 mod check;
 mod cli_mint;
 mod credentials;
+mod daemon_run;
 mod daemon_sim;
 mod interop;
 mod keyring;

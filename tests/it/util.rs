@@ -113,3 +113,16 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Fails if anything that looks like a key appears in `text`.
+pub fn assert_no_key_in(text: &str) {
+    assert!(
+        !text.contains("bedrock-api-key-"),
+        "a key appeared in the output"
+    );
+    // The base64 of "bedrock.amazonaws.com/?Action=" opens every key's payload.
+    assert!(
+        !text.contains("YmVkcm9jay5hbWF6b25hd3MuY29t"),
+        "a key's payload appeared in the output"
+    );
+}

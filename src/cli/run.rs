@@ -1,0 +1,223 @@
+//! `bedrock-keyd run`: the long-running service.
+//!
+//! Starts one task per key (see [`crate::daemon`]) and then only routes events:
+//! - SIGTERM/SIGINT: stop every key task after the write in progress, exit 0;
+//! - SIGHUP: re-read the config (an invalid one is logged and ignored, the running
+//!   one stays) and re-mint every key now;
+//! - the config file changed on disk: reload as for SIGHUP when the new config
+//!   differs from the running one (keys restart, which re-mints them);
+//! - a sink file was deleted or altered: write the current key back;
+//! - `~/.aws/config`, `~/.aws/credentials` or the SSO cache changed: rebuild the
+//!   credential sources and re-mint.
+//!
+//! Bursts of file events are debounced, so an editor's write-rename-chmod dance gives
+//! one reload.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{CliError, block_on, flags::KeyFlags};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigLocation};
+use crate::daemon::{
+    Backend, Command, KeySet, NoDependents, OnDelivered, Runtime, StatusBoard, SystemBackend,
+    random_jitter,
+};
+use crate::schedule::Backoff;
+use crate::watch::{self, Change, Targets, Watches};
+
+/// Editors replace a file in several steps; reload once they are done.
+const CONFIG_DEBOUNCE: Duration = Duration::from_millis(300);
+/// Coalesces the events of one deletion or rewrite; well inside the one second in
+/// which a damaged sink must be restored.
+const RESTORE_DEBOUNCE: Duration = Duration::from_millis(100);
+/// `aws sso login` and `aws configure` touch several files in a row.
+const AWS_FILES_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// Keep every configured key fresh, until stopped.
+///
+/// Each key is minted at start, then re-minted at refresh_at of its effective lifetime
+/// (± jitter) and never later than min_remaining before it expires; failures keep the
+/// last good key in place and are retried with backoff. Deadlines follow the wall
+/// clock, so a laptop that slept through one re-mints on wake.
+///
+/// Signals: SIGHUP reloads the config and re-mints now; SIGTERM/SIGINT finish any
+/// write in progress and exit 0.
+///
+/// Example: bedrock-keyd run --config /etc/bedrock-keyd/config.toml
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    keys: KeyFlags,
+}
+
+impl RunArgs {
+    pub fn keys(&self) -> &KeyFlags {
+        &self.keys
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    let (location, config) = args.keys.resolve()?;
+    block_on(async move {
+        let status = Arc::new(StatusBoard::new());
+        let rt = Runtime {
+            backend: Arc::new(SystemBackend),
+            dependents: Arc::new(NoDependents),
+            clock: Arc::new(SystemClock::new()) as Arc<dyn Clock>,
+            jitter: random_jitter(),
+            status,
+            backoff: Backoff::default(),
+        };
+        serve(rt, location, config).await
+    })?
+}
+
+/// Runs until SIGTERM/SIGINT.
+pub async fn serve<B: Backend, D: OnDelivered>(
+    rt: Runtime<B, D>,
+    location: Option<ConfigLocation>,
+    config: Config,
+) -> Result<ExitCode, CliError> {
+    let signal_error = |e: std::io::Error| CliError::Runtime(format!("cannot handle signals: {e}"));
+    let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(signal_error)?;
+
+    let config_path = location.as_ref().map(|l| l.path.clone());
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let mut state = State {
+        keys: KeySet::start(&rt, &config.keys),
+        watches: start_watches(config_path.as_deref(), &config, tx.clone()),
+        config,
+    };
+    tracing::info!(
+        keys = state.config.keys.len(),
+        config = %config_path.as_deref().map_or_else(|| "command-line flags".into(), |p| p.display().to_string()),
+        "bedrock-keyd running"
+    );
+
+    let mut reload_at: Option<Instant> = None;
+    let mut restore_at: Option<Instant> = None;
+    let mut restore: BTreeSet<String> = BTreeSet::new();
+    let mut aws_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: finishing any write in progress, then exiting");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: finishing any write in progress, then exiting");
+                break;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config and re-minting every key");
+                state.reload(&rt, config_path.as_deref(), true, &tx).await;
+            }
+            Some(change) = changes.recv() => match change {
+                Change::Config => reload_at = Some(Instant::now() + CONFIG_DEBOUNCE),
+                Change::Sink(name) => {
+                    restore.insert(name);
+                    restore_at.get_or_insert(Instant::now() + RESTORE_DEBOUNCE);
+                }
+                Change::AwsFiles => aws_at = Some(Instant::now() + AWS_FILES_DEBOUNCE),
+            },
+            () = sleep_until(reload_at) => {
+                reload_at = None;
+                tracing::info!("the config file changed on disk; reloading");
+                state.reload(&rt, config_path.as_deref(), false, &tx).await;
+            }
+            () = sleep_until(restore_at) => {
+                restore_at = None;
+                for name in std::mem::take(&mut restore) {
+                    state.keys.send(&name, Command::Restore);
+                }
+            }
+            () = sleep_until(aws_at) => {
+                aws_at = None;
+                tracing::info!("AWS config, credentials or SSO cache changed; re-reading credentials");
+                state.keys.broadcast(Command::ReloadCredentials);
+            }
+        }
+    }
+    drop(state.watches);
+    state.keys.stop().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+struct State {
+    config: Config,
+    keys: KeySet,
+    watches: Option<Watches>,
+}
+
+impl State {
+    /// Applies a new config when it is valid; `forced` (SIGHUP) re-mints even when
+    /// nothing changed.
+    async fn reload<B: Backend, D: OnDelivered>(
+        &mut self,
+        rt: &Runtime<B, D>,
+        path: Option<&Path>,
+        forced: bool,
+        tx: &mpsc::UnboundedSender<Change>,
+    ) {
+        let Some(path) = path else {
+            // Single-key mode: nothing to re-read.
+            if forced {
+                self.keys.broadcast(Command::RefreshNow);
+            }
+            return;
+        };
+        let new = match crate::config::load(path) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload rejected; the running config stays");
+                return;
+            }
+        };
+        if new == self.config {
+            if forced {
+                self.keys.broadcast(Command::RefreshNow);
+            }
+            return;
+        }
+        let keys = std::mem::replace(&mut self.keys, KeySet::empty());
+        keys.stop().await;
+        self.keys = KeySet::start(rt, &new.keys);
+        self.watches = start_watches(Some(path), &new, tx.clone());
+        tracing::info!(keys = new.keys.len(), "config reloaded");
+        self.config = new;
+    }
+}
+
+fn start_watches(
+    config_path: Option<&Path>,
+    config: &Config,
+    tx: mpsc::UnboundedSender<Change>,
+) -> Option<Watches> {
+    let targets = Targets::for_config(config_path, &config.keys, |name| std::env::var_os(name));
+    match watch::start(targets, tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch files; sinks will not be restored on change and config edits need SIGHUP");
+            None
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

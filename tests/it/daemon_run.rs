@@ -1,0 +1,240 @@
+//! `bedrock-keyd run` as a real process: three keys signed with 2-minute credentials
+//! from a local container-credentials endpoint, rotating; reloads, restores, stops.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use bedrock_keyd::inspect::{decode, extract_key};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::fake_http::{FakeServer, Reply, creds_json, in_secs};
+use crate::util::{self, TestEnv};
+
+const POD_TOKEN: &str = "pod-identity-token";
+
+/// A container-credentials endpoint that hands out 2-minute credentials.
+fn credential_endpoint() -> FakeServer {
+    FakeServer::start(|request| {
+        if request.header("authorization") != Some(POD_TOKEN) {
+            return Reply::Status(403);
+        }
+        let (_, expiration) = in_secs(120);
+        Reply::Json(creds_json(
+            "ASIARUNTESTEXAMPLE01",
+            "run-test-secret",
+            "run-test-session-token",
+            &expiration,
+        ))
+    })
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(env: &TestEnv, server: &FakeServer, config: &Path) -> Self {
+        let token_file = env.path().join("pod-token");
+        std::fs::write(&token_file, POD_TOKEN).unwrap();
+        let log = env.path().join("daemon.log");
+        let child = env
+            .cmd()
+            .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", server.url("/creds"))
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
+            .env("RUST_LOG", "info")
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(dir: &Path, keys: &[&str]) -> String {
+    let mut text = String::from(
+        "[defaults]\nregion = \"eu-west-1\"\nlifetime = \"6s\"\nmin_remaining = \"2s\"\nrefresh_at = 0.5\njitter = 0.0\n",
+    );
+    for (i, name) in keys.iter().enumerate() {
+        let sink = match i % 3 {
+            0 => format!("type = \"file\"\npath = \"{}/{name}.key\"", dir.display()),
+            1 => format!(
+                "type = \"file\"\nformat = \"json\"\npath = \"{}/{name}.json\"",
+                dir.display()
+            ),
+            _ => format!(
+                "type = \"env-file\"\npath = \"{}/{name}.env\"",
+                dir.display()
+            ),
+        };
+        text.push_str(&format!(
+            "\n[[key]]\nname = \"{name}\"\n[[key.sink]]\n{sink}\n"
+        ));
+    }
+    text
+}
+
+fn sink_path(dir: &Path, i: usize, name: &str) -> PathBuf {
+    match i % 3 {
+        0 => dir.join(format!("{name}.key")),
+        1 => dir.join(format!("{name}.json")),
+        _ => dir.join(format!("{name}.env")),
+    }
+}
+
+/// Reads a sink file and checks it holds a complete, valid key; returns the key.
+fn read_valid(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let key = extract_key(&text, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let decoded = decode(&key).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        decoded.expires_at > SystemTime::now(),
+        "{} holds an expired key",
+        path.display()
+    );
+    assert_eq!(decoded.access_key_id, "ASIARUNTESTEXAMPLE01");
+    assert_eq!(decoded.region, "eu-west-1");
+    Some(key)
+}
+
+/// Polls `paths` until each has held `rotations` distinct keys or `limit` passes.
+fn watch_rotations(
+    paths: &[PathBuf],
+    rotations: usize,
+    limit: Duration,
+) -> BTreeMap<PathBuf, usize> {
+    let mut seen: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        for path in paths {
+            if let Some(key) = read_valid(path) {
+                seen.entry(path.clone()).or_default().insert(key);
+            }
+        }
+        if paths
+            .iter()
+            .all(|p| seen.get(p).is_some_and(|s| s.len() >= rotations))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    paths
+        .iter()
+        .map(|p| (p.clone(), seen.get(p).map_or(0, BTreeSet::len)))
+        .collect()
+}
+
+#[test]
+fn run_rotates_reloads_restores_and_stops_cleanly() {
+    let env = TestEnv::new();
+    let server = credential_endpoint();
+    let dir = env.path().join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    let config = env.path().join("config.toml");
+    let names = ["alpha", "beta", "gamma"];
+    std::fs::write(&config, config_text(&dir, &names)).unwrap();
+    let paths: Vec<PathBuf> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| sink_path(&dir, i, n))
+        .collect();
+
+    let mut daemon = Daemon::start(&env, &server, &config);
+
+    // All three sinks rotate several times (every ~3 s).
+    let counts = watch_rotations(&paths, 4, Duration::from_secs(30));
+    assert!(
+        counts.values().all(|&n| n >= 4),
+        "rotations: {counts:?}\n{}",
+        daemon.log()
+    );
+
+    // A broken config on SIGHUP (and on the file change) is rejected; the daemon keeps
+    // running the old one and keeps rotating.
+    std::fs::write(&config, "[[key]]\nname = \"x\"\nlifetyme = \"1h\"\n").unwrap();
+    daemon.signal(Signal::SIGHUP);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(daemon.alive(), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("config reload rejected"),
+        "{}",
+        daemon.log()
+    );
+    let counts = watch_rotations(&paths, 2, Duration::from_secs(15));
+    assert!(
+        counts.values().all(|&n| n >= 2),
+        "after a bad reload: {counts:?}"
+    );
+
+    // A good config with a fourth key is applied.
+    let names4 = ["alpha", "beta", "gamma", "delta"];
+    std::fs::write(&config, config_text(&dir, &names4)).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    let delta = sink_path(&dir, 3, "delta");
+    let started = Instant::now();
+    while read_valid(&delta).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "delta never appeared\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A deleted sink file is restored within a second.
+    std::fs::remove_file(&paths[1]).unwrap();
+    let deleted = Instant::now();
+    while !paths[1].exists() {
+        assert!(
+            deleted.elapsed() < Duration::from_secs(1),
+            "not restored within 1 s\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    read_valid(&paths[1]).expect("restored file holds a valid key");
+
+    // SIGTERM: exit 0, every file complete.
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    for path in paths.iter().chain([&delta]) {
+        read_valid(path).expect("a complete key after SIGTERM");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    let log = daemon.log();
+    for secret in ["run-test-secret", "run-test-session-token", POD_TOKEN] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+    util::assert_no_key_in(&log);
+}
