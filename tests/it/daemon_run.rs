@@ -238,3 +238,67 @@ fn run_rotates_reloads_restores_and_stops_cleanly() {
     }
     util::assert_no_key_in(&log);
 }
+
+/// The init-container → sidecar hand-off: `once --config` delivers every key, and
+/// `--if-valid-for` leaves keys that are still good alone.
+#[test]
+fn once_with_a_config_and_if_valid_for() {
+    let env = TestEnv::new();
+    let dir = env.path().join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    let config = env.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[defaults]\nregion = \"us-east-2\"\nlifetime = \"1h\"\n\n\
+             [[key]]\nname = \"one\"\n[[key.sink]]\ntype = \"file\"\npath = \"{d}/one.key\"\n\n\
+             [[key]]\nname = \"two\"\n[[key.sink]]\ntype = \"env-file\"\npath = \"{d}/two.env\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let once = |extra: &[&str]| {
+        let out = env
+            .cmd_with_example_creds()
+            .args(["once", "--config"])
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), util::stderr(&out))
+    };
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+
+    let (code, log) = once(&[]);
+    assert_eq!(code, Some(0), "{log}");
+    let (one, two) = (read("one.key"), read("two.env"));
+    assert_eq!(decode(one.trim()).unwrap().lifetime, Duration::from_secs(3600));
+    assert!(two.starts_with("AWS_BEARER_TOKEN_BEDROCK=bedrock-api-key-"));
+
+    // Still valid for 30 min: nothing is minted or written.
+    let (code, log) = once(&["--if-valid-for", "30m"]);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("left alone"), "{log}");
+    assert_eq!((read("one.key"), read("two.env")), (one.clone(), two.clone()));
+
+    // Not valid for 2 h: both are re-minted (signed a second later at least).
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, log) = once(&["--if-valid-for", "2h"]);
+    assert_eq!(code, Some(0), "{log}");
+    assert_ne!(read("one.key"), one);
+    assert_ne!(read("two.env"), two);
+
+    // A missing sink file is not "still valid".
+    std::fs::remove_file(dir.join("one.key")).unwrap();
+    let before_two = read("two.env");
+    let (code, log) = once(&["--if-valid-for", "30m"]);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(dir.join("one.key").exists());
+    assert_eq!(read("two.env"), before_two, "the other key was left alone");
+    util::assert_no_key_in(&log);
+
+    // Key flags next to --config are refused rather than ignored.
+    let (code, log) = once(&["--region", "us-west-2"]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("--region"), "{log}");
+}
