@@ -344,7 +344,10 @@ trap 'rm -rf "$stash"' EXIT
 # /var/tmp, world-traversable: systemd-analyze verify only needs it to exist, and a
 # copy means a rebuild during the run cannot swap the binary.
 chmod 0755 "$stash"
-cp "$1" "$stash/bedrock-keyd"; chmod 0755 "$stash/bedrock-keyd"
+# Stripped (a no-op for a release build): a 150 MB debug binary would otherwise be
+# copied into the image and compressed into both packages.
+strip -o "$stash/bedrock-keyd" "$1" 2>/dev/null || cp "$1" "$stash/bedrock-keyd"
+chmod 0755 "$stash/bedrock-keyd"
 
 failed=()
 for s in "${sections[@]}"; do
