@@ -62,13 +62,21 @@ def run(config):
     events = []
     signal.signal(signal.SIGHUP, lambda *_: events.append("hup"))
     signal.signal(signal.SIGTERM, lambda *_: events.append("term"))
+    def next_refresh(cfg):
+        d = cfg.get("defaults", {})
+        return time.time() + seconds(d.get("lifetime", "1h")) * float(d.get("refresh_at", 0.5))
+
     deliver(cfg)
+    due = next_refresh(cfg)
     notify(f"READY=1\nSTATUS=minted {len(cfg['key'])} key(s)")
     wd = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
     while True:
         time.sleep(min(wd, 0.2) if wd else 0.2)
         if wd:
             notify("WATCHDOG=1")
+        if time.time() >= due:
+            deliver(cfg)
+            due = next_refresh(cfg)
         while events:
             ev = events.pop(0)
             if ev == "term":
@@ -96,6 +104,8 @@ if __name__ == "__main__":
     a = sys.argv[1:]
     if a[:1] == ["run"]:
         run(a[a.index("--config") + 1])
+    elif a[:1] == ["once"]:
+        deliver(load(a[a.index("--config") + 1]))
     elif a[:1] == ["status"]:
         status(a[a.index("--file") + 1], a[a.index("--min-valid") + 1] if "--min-valid" in a else "0s")
     elif a[:1] == ["--version"]:
