@@ -4,7 +4,7 @@
 # Usage: packaging/check.sh BINARY [SECTION...]
 #   BINARY    a built bedrock-keyd (release, debug or static musl); it is copied first,
 #             so a concurrent rebuild cannot change it under the checks.
-#   SECTION   any of: units launchd kubernetes container man homebrew deb rpm
+#   SECTION   any of: units configs launchd kubernetes container man homebrew deb rpm
 #             (default: all). Each runs in its own process with `set -e`; the script
 #             reports every section and exits 1 if any failed.
 #
@@ -19,7 +19,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-ALL_SECTIONS=(units launchd kubernetes container man homebrew deb rpm)
+ALL_SECTIONS=(units configs launchd kubernetes container man homebrew deb rpm)
 # Kubernetes versions: the oldest with native sidecars on by default, and the newest
 # kubernetes-validate bundles (its default).
 K8S_OLDEST=1.29.0
@@ -127,6 +127,31 @@ EOF
   else
     echo "polkit rule: skipped (no node)"
   fi
+}
+
+# ---------------------------------------------------------------------------------
+# Every shipped bedrock-keyd config, through the daemon's own parser (`check`): the
+# packaged /etc config, the annotated example, the laptop config, the ConfigMap's TOML
+# and the systemd example fragment (appended to the packaged config).
+sec_configs() {
+  if ! "$bin" check --help >/dev/null 2>&1; then
+    [ "${BEDROCK_KEYD_REQUIRE_ALL:-0}" != 1 ] || die "$bin has no \`check\` command"
+    echo "configs: skipped ($bin has no \`check\` command yet)"
+    return 0
+  fi
+  python3 - "$root/packaging/kubernetes/configmap.yaml" > "$work/configmap.toml" <<'EOF'
+import sys, yaml
+print(next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d)["data"]["config.toml"])
+EOF
+  { cat "$root/packaging/deb-config.toml"; sed -n '/^\[\[key\]\]/,$p' "$root/systemd/examples/myapp.toml"; } \
+    > "$work/myapp-combined.toml"
+  local c configs=("$root/packaging/deb-config.toml" "$root/packaging/launchd/config.toml"
+                   "$work/configmap.toml" "$work/myapp-combined.toml")
+  [ ! -f "$root/packaging/config.example.toml" ] || configs+=("$root/packaging/config.example.toml")
+  for c in "${configs[@]}"; do
+    "$bin" check --config "$c" > "$work/check.out" 2>&1 || { cat "$work/check.out" >&2; die "check --config $c"; }
+    echo "check --config ${c#"$root"/}: $(tail -n1 "$work/check.out")"
+  done
 }
 
 # ---------------------------------------------------------------------------------
