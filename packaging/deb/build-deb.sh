@@ -17,9 +17,11 @@ arch="${DEB_ARCH:-$(dpkg --print-architecture)}"
 # Debian 12 still ships units in /lib/systemd/system (lintian 2.116 expects it);
 # set UNITDIR=/usr/lib/systemd/system for Debian 13+.
 unitdir="${UNITDIR:-/lib/systemd/system}"
-# The example config: the shared one once it exists on main, else ours.
-config="$root/packaging/config.example.toml"
-[ -f "$config" ] || config="$root/packaging/deb-config.toml"
+# /etc/bedrock-keyd/config.toml is the minimal config that works with the hardened
+# unit as shipped (one file sink under /run/bedrock-keyd). The annotated
+# packaging/config.example.toml (every field; sinks in /etc/myapp, keyrings, notify
+# targets that do not exist on a fresh host) goes to the examples instead.
+config="$root/packaging/deb-config.toml"
 
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
@@ -48,6 +50,9 @@ install -D -m 0644 "$root/systemd/examples/myapp.service.d/bedrock-keyd.conf" \
   "$doc/examples/myapp.service.d/bedrock-keyd.conf"
 install -m 0644 "$root/systemd/examples/myapp.toml" "$doc/examples/myapp.toml"
 install -m 0644 "$root/systemd/examples/polkit/50-bedrock-keyd.rules" "$doc/examples/50-bedrock-keyd.rules"
+if [ -f "$root/packaging/config.example.toml" ]; then
+  install -m 0644 "$root/packaging/config.example.toml" "$doc/examples/config.example.toml"
+fi
 install -D -m 0644 "$here/lintian-overrides" "$d/usr/share/lintian/overrides/bedrock-keyd"
 
 # ${shlibs:Depends} for this binary (empty for a static musl build).
