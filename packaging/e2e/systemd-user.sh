@@ -8,6 +8,7 @@
 #   5. a broken config exits 78 and is NOT restarted
 #
 # Usage: packaging/e2e/systemd-user.sh BINARY      (root; needs unshare, systemd 252)
+#   E2E_UNIT=systemd/user/bedrock-keyd.service  tests the desktop user unit instead
 # BINARY must implement `run --config` and `status --file --min-valid`. Until the
 # daemon has them, prove the harness with the stand-in:
 #   BEDROCK_KEYD_REAL=target/debug/bedrock-keyd packaging/e2e/systemd-user.sh packaging/e2e/standin-daemon.py
@@ -69,7 +70,7 @@ sed "${drop[@]}" -e '/^User=/d' -e '/^Group=/d' -e '/^DynamicUser=/d' \
     -e "s#^ExecStart=.*#ExecStart=$E/bedrock-keyd run --config $E/config.toml#" \
     -e "s#^ConditionPathExists=.*#ConditionPathExists=$E/config.toml#" \
     -e 's#^RestartSec=.*#RestartSec=1s#' -e 's#^TimeoutStartSec=.*#TimeoutStartSec=20s#' \
-    "$root/systemd/bedrock-keyd.service" > $HOME/.config/systemd/user/bedrock-keyd.service
+    "$root/${E2E_UNIT:-systemd/bedrock-keyd.service}" > $HOME/.config/systemd/user/bedrock-keyd.service
 cat >> $HOME/.config/systemd/user/bedrock-keyd.service <<UNIT
 
 # --- added by packaging/e2e/systemd-user.sh ---
