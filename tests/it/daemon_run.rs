@@ -272,14 +272,20 @@ fn once_with_a_config_and_if_valid_for() {
     let (code, log) = once(&[]);
     assert_eq!(code, Some(0), "{log}");
     let (one, two) = (read("one.key"), read("two.env"));
-    assert_eq!(decode(one.trim()).unwrap().lifetime, Duration::from_secs(3600));
+    assert_eq!(
+        decode(one.trim()).unwrap().lifetime,
+        Duration::from_secs(3600)
+    );
     assert!(two.starts_with("AWS_BEARER_TOKEN_BEDROCK=bedrock-api-key-"));
 
     // Still valid for 30 min: nothing is minted or written.
     let (code, log) = once(&["--if-valid-for", "30m"]);
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("left alone"), "{log}");
-    assert_eq!((read("one.key"), read("two.env")), (one.clone(), two.clone()));
+    assert_eq!(
+        (read("one.key"), read("two.env")),
+        (one.clone(), two.clone())
+    );
 
     // Not valid for 2 h: both are re-minted (signed a second later at least).
     std::thread::sleep(Duration::from_millis(1100));
@@ -301,4 +307,68 @@ fn once_with_a_config_and_if_valid_for() {
     let (code, log) = once(&["--region", "us-west-2"]);
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains("--region"), "{log}");
+}
+
+/// Rewriting `~/.aws/credentials` re-mints keys with the new credentials, without a
+/// signal and long before the refresh point.
+#[test]
+fn changed_aws_credentials_files_re_mint() {
+    let env = TestEnv::new();
+    let aws = env.home().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    let write_creds = |id: &str| {
+        // Replace the file the way editors and `aws configure` do: write aside, rename.
+        let tmp = aws.join("credentials.new");
+        std::fs::write(
+            &tmp,
+            format!("[work]\naws_access_key_id = {id}\naws_secret_access_key = secret-{id}\n"),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, aws.join("credentials")).unwrap();
+    };
+    write_creds("AKIAFIRSTEXAMPLE0001");
+    let key_file = env.path().join("work.key");
+    let child = env
+        .cmd()
+        .args([
+            "run",
+            "--profile",
+            "work",
+            "--region",
+            "us-east-1",
+            "--lifetime",
+            "1h",
+            "--file",
+        ])
+        .arg(&key_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let access_key_id = |path: &Path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| decode(t.trim()).ok())
+            .map(|d| d.access_key_id)
+    };
+    let wait_for = |id: &str| {
+        let started = Instant::now();
+        while access_key_id(&key_file).as_deref() != Some(id) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no key from {id}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    };
+    wait_for("AKIAFIRSTEXAMPLE0001");
+    write_creds("AKIASECONDEXAMPLE002");
+    let took = wait_for("AKIASECONDEXAMPLE002");
+    assert!(took < Duration::from_secs(5), "re-minted after {took:?}");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+    let log = util::stderr(&out);
+    assert!(!log.contains("secret-AKIA"), "a secret leaked into the log");
 }
