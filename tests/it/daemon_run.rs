@@ -372,3 +372,45 @@ fn changed_aws_credentials_files_re_mint() {
     let log = util::stderr(&out);
     assert!(!log.contains("secret-AKIA"), "a secret leaked into the log");
 }
+
+/// 100 SIGHUPs in a second: the daemon stays up, coalesces them into a handful of
+/// re-mints, and the key file is complete throughout.
+#[test]
+fn a_sighup_storm_is_coalesced() {
+    let env = TestEnv::new();
+    let server = credential_endpoint();
+    let dir = env.path().join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    let config = env.path().join("config.toml");
+    // A long lifetime: every mint below is caused by the storm.
+    let text = config_text(&dir, &["storm"]).replace("lifetime = \"6s\"", "lifetime = \"1h\"");
+    std::fs::write(&config, text).unwrap();
+    let path = sink_path(&dir, 0, "storm");
+    let mut daemon = Daemon::start(&env, &server, &config);
+    let started = Instant::now();
+    while read_valid(&path).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..100 {
+        daemon.signal(Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(10));
+        read_valid(&path).expect("a complete key during the storm");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.alive(), "{}", daemon.log());
+    let mints = daemon.log().matches("key minted and delivered").count();
+    // 100 signals over ~1.5 s, reloads debounced by 200 ms: about eight re-mints.
+    assert!(
+        (2..=20).contains(&mints),
+        "{mints} mints for 100 SIGHUPs\n{}",
+        daemon.log()
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.child.wait().unwrap().code(), Some(0));
+    read_valid(&path).expect("a complete key after the storm");
+}
