@@ -79,7 +79,9 @@ impl Dependents {
 
     /// Sends every notification of `key` now, without debouncing (`once`).
     pub async fn notify_now(&self, key: &KeyConfig, minted: &MintedKey) -> Tally {
-        self.inner.send_all(&key.notify, &delivery(key, minted)).await
+        self.inner
+            .send_all(&key.notify, &delivery(key, minted))
+            .await
     }
 }
 

@@ -139,8 +139,7 @@ fn pid_file(path: &Path, signal: Signal) -> Result<Outcome, NotifyError> {
     }
     if meta.permissions().mode() & 0o002 != 0 {
         return Err(invalid(
-            "every user may write it, so anyone could choose whom bedrock-keyd signals"
-                .to_owned(),
+            "every user may write it, so anyone could choose whom bedrock-keyd signals".to_owned(),
         ));
     }
     let mut bytes = Vec::new();
@@ -239,12 +238,11 @@ pub fn to_nix(signal: Signal) -> nix_signal::Signal {
 }
 
 fn process(name: &str, signal: Signal) -> Result<Outcome, NotifyError> {
-    let pids = find_processes(Path::new("/proc"), name).map_err(|source| {
-        NotifyError::ProcessScan {
+    let pids =
+        find_processes(Path::new("/proc"), name).map_err(|source| NotifyError::ProcessScan {
             name: name.to_owned(),
             source,
-        }
-    })?;
+        })?;
     if pids.is_empty() {
         return Ok(Outcome::Pending(format!("no process is named {name:?}")));
     }
