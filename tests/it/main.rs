@@ -15,5 +15,6 @@ mod daemon_run;
 mod daemon_sim;
 mod interop;
 mod keyring;
+mod notify;
 mod props;
 mod sinks;
