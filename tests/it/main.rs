@@ -13,6 +13,7 @@ mod cli_mint;
 mod credentials;
 mod daemon_run;
 mod daemon_sim;
+mod exec;
 mod interop;
 mod keyring;
 mod notify;

@@ -52,7 +52,7 @@ def fingerprint(key):
 /// A dependent: on each SIGHUP it re-reads the key file and appends the key's
 /// fingerprint to OUT. Writes its pid to PIDFILE (atomically) and creates OUT.ready
 /// once the handler is in place.
-const HUP_COUNTER: &str = r#"
+pub const HUP_COUNTER: &str = r#"
 import os, signal, sys
 keyfile, out, pidfile = sys.argv[1], sys.argv[2], sys.argv[3]
 def on_hup(signum, frame):
