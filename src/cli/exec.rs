@@ -40,7 +40,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KeyConfig};
 use crate::daemon::{KeySet, OnDelivered, Runtime, StatusBoard, SystemBackend, random_jitter};
 use crate::key::{ApiKey, MintedKey};
-use crate::notify::send::{BEARER_TOKEN_VARIABLE, to_nix};
+use crate::notify::send::{BEARER_TOKEN_VARIABLE, describe, to_nix};
 use crate::notify::{Dependents, Signal};
 use crate::schedule::Backoff;
 
@@ -250,8 +250,8 @@ impl Supervisor<'_> {
                     }
                 }
                 // Nothing started yet: stop as the command would have.
-                _ = term.recv() => return Ok(super::exit::signalled(libc_number(NixSignal::SIGTERM))),
-                _ = int.recv() => return Ok(super::exit::signalled(libc_number(NixSignal::SIGINT))),
+                _ = term.recv() => return Ok(super::exit::signalled(NixSignal::SIGTERM as i32)),
+                _ = int.recv() => return Ok(super::exit::signalled(NixSignal::SIGINT as i32)),
                 _ = hup.recv() => tracing::debug!("SIGHUP before the command started: nothing to forward"),
             }
         };
@@ -262,6 +262,8 @@ impl Supervisor<'_> {
         let mut stopping = false;
         loop {
             tokio::select! {
+                // The command's own end wins over a key arriving at the same moment.
+                biased;
                 status = child.wait() => {
                     let status = status.map_err(|e| CliError::Runtime(format!("waiting for the command: {e}")))?;
                     if restarting.take().is_some() && !stopping {
@@ -370,25 +372,12 @@ fn forward(child: &tokio::process::Child, sig: NixSignal) {
     }
 }
 
-fn libc_number(sig: NixSignal) -> i32 {
-    sig as i32
-}
-
 fn exit_code(status: ExitStatus) -> ExitCode {
     use std::os::unix::process::ExitStatusExt as _;
     match (status.code(), status.signal()) {
         (Some(code), _) => super::exit::child(code),
         (None, Some(sig)) => super::exit::signalled(sig),
         _ => ExitCode::FAILURE,
-    }
-}
-
-fn describe(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt as _;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        _ => status.to_string(),
     }
 }
 

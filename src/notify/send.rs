@@ -405,7 +405,8 @@ async fn run(
     }
 }
 
-fn describe(status: std::process::ExitStatus) -> String {
+/// An exit status as people read it: "exit status 3", "killed by signal 9".
+pub fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt as _;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),

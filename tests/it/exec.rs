@@ -280,6 +280,10 @@ fn exec_usage_errors() {
         "true",
     ]);
     assert_eq!(code, Some(2), "{err}");
+    // A failure that retrying cannot fix, before the first key: exit, not hang.
+    let (code, err) = run(&["--profile", "nosuch", "--region", "us-east-1", "--", "true"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no key for the command"), "{err}");
     // A command is required.
     let (code, err) = run(&["--region", "us-east-1"]);
     assert_eq!(code, Some(2), "{err}");
