@@ -11,6 +11,27 @@ use nix::unistd::Pid;
 use crate::notify::{FINGERPRINT_PY, HUP_COUNTER, lines, minted, python, script, wait_for};
 use crate::util::{self, TestEnv};
 
+/// Ends a child whose bedrock-keyd died (a failed test kills it with SIGKILL), so
+/// no helper outlives its test.
+const PARENT_WATCH: &str = r#"
+import os, threading, time
+def _watch(parent=os.getppid()):
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(0)
+threading.Thread(target=_watch, daemon=True).start()
+"#;
+
+/// Ignores SIGTERM; appends "PID FINGERPRINT" to OUT at start.
+const STUBBORN_CHILD: &str = r#"
+import os, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with open(sys.argv[1], "a") as f:
+    f.write("%d %s\n" % (os.getpid(), fingerprint(os.environ["AWS_BEARER_TOKEN_BEDROCK"])))
+while True:
+    signal.pause()
+"#;
+
 /// Reads its key from the environment only, once at start: appends
 /// "FINGERPRINT REGION" to OUT, then waits to be stopped.
 const ENV_CHILD: &str = r#"
@@ -117,7 +138,7 @@ fn exec_restarts_the_command_with_each_new_key() {
         env.path(),
         "env-child",
         &python,
-        &format!("{FINGERPRINT_PY}{ENV_CHILD}"),
+        &format!("{FINGERPRINT_PY}{PARENT_WATCH}{ENV_CHILD}"),
     );
     let mut exec = Exec::start(
         &env,
@@ -149,6 +170,54 @@ fn exec_restarts_the_command_with_each_new_key() {
 }
 
 #[test]
+fn exec_kills_a_command_that_ignores_sigterm_after_the_grace_period() {
+    let Some(python) = python() else {
+        return util::skip("python3 is needed for the child helper");
+    };
+    let env = TestEnv::new();
+    let out = env.path().join("starts");
+    let exe = script(
+        env.path(),
+        "stubborn",
+        &python,
+        &format!("{FINGERPRINT_PY}{PARENT_WATCH}{STUBBORN_CHILD}"),
+    );
+    let mut exec = Exec::start(
+        &env,
+        &[&ROTATING[..], &["--grace", "500ms"]].concat(),
+        &[&exe, &out],
+    );
+    wait_for(Duration::from_secs(30), "two starts", || {
+        lines(&out).len() >= 2
+    });
+    let log = exec.log();
+    assert!(
+        log.contains("did not stop within the grace period"),
+        "{log}"
+    );
+    let starts = lines(&out);
+    let minted = minted(&log);
+    let (first, second) = (&starts[0], &starts[1]);
+    let first_pid: i32 = first.split(' ').next().unwrap().parse().unwrap();
+    assert!(
+        kill(Pid::from_raw(first_pid), None).is_err(),
+        "the first command is gone"
+    );
+    assert_eq!(first.split(' ').nth(1), Some(minted[0].as_str()));
+    assert_eq!(second.split(' ').nth(1), Some(minted[1].as_str()));
+    // It ignores the forwarded SIGTERM too; SIGINT's default action ends it.
+    exec.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    exec.signal(Signal::SIGINT);
+    assert_eq!(
+        exec.wait(Duration::from_secs(10)),
+        Some(130),
+        "{}",
+        exec.log()
+    );
+}
+
+#[test]
 fn exec_signal_mode_tells_the_command_to_reread_the_sink() {
     let Some(python) = python() else {
         return util::skip("python3 is needed for the child helper");
@@ -159,7 +228,7 @@ fn exec_signal_mode_tells_the_command_to_reread_the_sink() {
         env.path(),
         "hup-child",
         &python,
-        &format!("{FINGERPRINT_PY}{HUP_COUNTER}"),
+        &format!("{FINGERPRINT_PY}{PARENT_WATCH}{HUP_COUNTER}"),
     );
     let pid_file = env.path().join("child.pid");
     let key_arg = key.to_str().unwrap();
@@ -193,7 +262,12 @@ fn exec_forwards_signals_and_exits_with_the_command_status() {
     };
     let env = TestEnv::new();
     let out = env.path().join("signals");
-    let exe = script(env.path(), "sig-child", &python, SIGNAL_CHILD);
+    let exe = script(
+        env.path(),
+        "sig-child",
+        &python,
+        &format!("{PARENT_WATCH}{SIGNAL_CHILD}"),
+    );
     let mut exec = Exec::start(
         &env,
         &["--region", "us-east-1", "--lifetime", "1h"],
