@@ -26,15 +26,20 @@ use crate::mint::mint;
 use crate::notify::Dependents;
 use crate::sink::Sink;
 
-/// Mint every key once, write it to all its sinks, and exit.
+/// Mint every key once, write it to all its sinks, notify its dependents, and exit.
 ///
 /// Keys come from the config file, or from flags for a single key (--file, --env-file,
 /// --keyring name its sinks; then no config file is read). Files are replaced
 /// atomically (temp file, fsync, rename), created with exactly the configured mode
 /// whatever the umask, and left untouched when they already hold the key.
 ///
-/// Exit codes: 0 all delivered (or left alone by --if-valid-for), 69 credentials
-/// unavailable, 73 a sink could not be written, 78 the config is invalid.
+/// Dependents ([[key.notify]], or --pid-file/--signal) are told right after the
+/// delivery; a missing pid file means the dependent has not started and is not an
+/// error.
+///
+/// Exit codes: 0 all delivered (or left alone by --if-valid-for), 1 a dependent could
+/// not be notified, 69 credentials unavailable, 73 a sink could not be written, 78
+/// the config is invalid.
 ///
 /// Example: bedrock-keyd once --region us-east-1 --file /run/app/bedrock.key
 #[derive(Debug, Args)]
