@@ -351,8 +351,7 @@ async fn command(
 ) -> Result<Outcome, NotifyError> {
     let shown = argv.join(" ");
     let status = run(argv, timeout, |cmd| {
-        cmd.env_remove(BEARER_TOKEN_VARIABLE)
-            .env("BEDROCK_KEYD_KEY_NAME", &delivery.key_name)
+        cmd.env("BEDROCK_KEYD_KEY_NAME", &delivery.key_name)
             .env(
                 "BEDROCK_KEYD_EXPIRES_AT",
                 crate::time::rfc3339(delivery.expires_at),
@@ -371,8 +370,8 @@ async fn command(
     }
 }
 
-/// Runs `argv` (no shell), stdin null, in its own process group; the whole group is
-/// killed when `timeout` passes.
+/// Runs `argv` (no shell), stdin null, without `AWS_BEARER_TOKEN_BEDROCK`, in its own
+/// process group; the whole group is killed when `timeout` passes.
 async fn run(
     argv: &[String],
     timeout: Duration,
@@ -381,6 +380,8 @@ async fn run(
     let program = argv.first().cloned().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(argv.iter().skip(1))
+        // Whatever our own environment holds, no dependent gets a key from us.
+        .env_remove(BEARER_TOKEN_VARIABLE)
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
@@ -451,6 +452,46 @@ mod tests {
         for pid in [-1, 0, 1] {
             assert!(kill(pid, Signal::Hup).is_err());
         }
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_timeout_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let argv = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!("sleep 30 & echo $! > {}; wait", pid_file.display()),
+        ];
+        let delivery = Delivery {
+            key_name: "k".to_owned(),
+            region: "us-east-1".to_owned(),
+            expires_at: SystemTime::now(),
+        };
+        let spec = NotifySpec::Command {
+            argv,
+            timeout: Duration::from_millis(500),
+        };
+        let started = std::time::Instant::now();
+        let err = send(&spec, &delivery).await.unwrap_err();
+        assert!(matches!(err, NotifyError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let grandchild: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Killed with the group; reaped by init (or still a zombie for a moment).
+        let mut gone = false;
+        for _ in 0..50 {
+            let state = std::fs::read_to_string(format!("/proc/{grandchild}/stat"));
+            if state.map_or(true, |s| s.contains(") Z ")) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone, "the command's child outlived the timeout");
     }
 
     #[test]
