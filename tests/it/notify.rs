@@ -566,21 +566,18 @@ fn a_sighup_storm_gives_one_notification_of_the_latest_key() {
     });
     // Re-mint in a different second than the first key, so the storm's key is new.
     std::thread::sleep(Duration::from_millis(1100));
-    for _ in 0..5 {
+    // Spaced beyond the daemon's own SIGHUP coalescing (200 ms), so each one re-mints
+    // and delivers; all within the 1 s notification window.
+    for _ in 0..3 {
         kill(Pid::from_raw(daemon.pid()), Signal::SIGHUP).unwrap();
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(250));
     }
     std::thread::sleep(Duration::from_millis(2500));
     let log = daemon.log();
-    assert_eq!(log.matches("SIGHUP: reloading").count(), 5, "{log}");
     let minted = minted(&log);
-    assert!(minted.len() >= 6, "{log}");
+    assert!(minted.len() >= 3, "the storm delivered several times\n{log}");
     let seen = lines(&out);
-    assert_eq!(
-        seen.len(),
-        2,
-        "one notification for the storm: {seen:?}\n{log}"
-    );
+    assert_eq!(seen.len(), 2, "one notification for the storm: {seen:?}\n{log}");
     assert_eq!(seen[1], minted[minted.len() - 1], "the latest key\n{log}");
     assert_eq!(daemon.stop(), Some(0));
 }
