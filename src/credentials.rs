@@ -43,6 +43,7 @@ use aws_credential_types::provider::error::CredentialsError as SdkCredentialsErr
 use aws_types::SdkConfig;
 
 mod chain;
+mod http;
 mod imds;
 
 use chain::{
@@ -350,6 +351,7 @@ impl SdkSource {
         // settings for the STS client that assumes `role_arn`. Credentials are not
         // loaded through it: the chain below does that.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http::shared())
             .region(sdk_region)
             .timeout_config(sts_timeouts())
             .no_credentials();

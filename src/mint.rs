@@ -222,6 +222,31 @@ pub fn mint(
     })
 }
 
+/// Logs a one-shot mint (`mint`, `once`): the milestone at info, with the
+/// credentials' expiry and the key's, and a warning when the credentials cut the key
+/// short, so nobody on a 1-hour role session believes they hold a 12-hour key.
+pub fn log_minted(minted: &MintedKey) {
+    let credentials_expire_at = minted
+        .credentials_expiry
+        .map_or_else(|| "never".to_owned(), crate::time::rfc3339);
+    tracing::info!(
+        region = %minted.meta.region,
+        access_key_id = %minted.meta.access_key_id,
+        credentials_expire_at = %credentials_expire_at,
+        expires_at = %crate::time::rfc3339(minted.meta.expires_at),
+        fingerprint = %minted.key.fingerprint(),
+        "key minted"
+    );
+    if minted.meta.lifetime() < minted.requested_lifetime {
+        tracing::warn!(
+            requested = %crate::duration::format(minted.requested_lifetime),
+            effective = %crate::duration::format(minted.meta.lifetime()),
+            credentials_expire_at = %credentials_expire_at,
+            "the signing credentials expire first; the key lives only as long as they do"
+        );
+    }
+}
+
 /// The SigV4 presign itself, with the query laid out as botocore lays it out:
 /// `Action`, then the signing parameters in botocore's order, in which the session
 /// token sits between `X-Amz-SignedHeaders` and `X-Amz-Signature` (aws-sigv4 puts it

@@ -56,26 +56,7 @@ pub fn run(args: MintArgs) -> Result<ExitCode, CliError> {
         tracing::debug!(retryable = err.is_retryable(), "credentials unavailable");
     })?;
     let minted = mint(&credentials, &region, lifetime, SystemTime::now())?;
-    tracing::info!(
-        region = %minted.meta.region,
-        access_key_id = %minted.meta.access_key_id,
-        credentials_expire_at = %minted
-            .credentials_expiry
-            .map_or_else(|| "never".to_owned(), crate::time::rfc3339),
-        expires_at = %crate::time::rfc3339(minted.meta.expires_at),
-        fingerprint = %minted.key.fingerprint(),
-        "key minted"
-    );
-    if minted.meta.lifetime() < minted.requested_lifetime {
-        tracing::warn!(
-            requested = %crate::duration::format(minted.requested_lifetime),
-            effective = %crate::duration::format(minted.meta.lifetime()),
-            credentials_expire_at = %minted
-                .credentials_expiry
-                .map_or_else(String::new, crate::time::rfc3339),
-            "the signing credentials expire first; the key lives only as long as they do"
-        );
-    }
+    crate::mint::log_minted(&minted);
     let out = zeroize::Zeroizing::new(match args.format {
         Format::Raw => format!("{}\n", minted.key.expose()),
         Format::Env => format!("AWS_BEARER_TOKEN_BEDROCK={}\n", minted.key.expose()),

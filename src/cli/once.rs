@@ -118,20 +118,7 @@ async fn once(
         key.lifetime,
         SystemTime::now(),
     )?;
-    tracing::info!(
-        region = %minted.meta.region,
-        expires_at = %crate::time::rfc3339(minted.meta.expires_at),
-        credentials_expire_at = %minted.credentials_expiry.map(crate::time::rfc3339).unwrap_or_else(|| "never".to_owned()),
-        fingerprint = %minted.key.fingerprint(),
-        "key minted"
-    );
-    if minted.meta.lifetime() < minted.requested_lifetime {
-        tracing::warn!(
-            requested = %crate::duration::format(minted.requested_lifetime),
-            effective = %crate::duration::format(minted.meta.lifetime()),
-            "the signing credentials expire first; the key lives only as long as they do"
-        );
-    }
+    crate::mint::log_minted(&minted);
     match deliver(&sinks, &minted).await {
         Ok(_) => {}
         Err(RefreshError::Sinks(failures)) => {

@@ -39,6 +39,8 @@ const CONFIG_DEBOUNCE: Duration = Duration::from_millis(300);
 /// Coalesces the events of one deletion or rewrite; well inside the one second in
 /// which a damaged sink must be restored.
 const RESTORE_DEBOUNCE: Duration = Duration::from_millis(100);
+/// A burst of SIGHUPs (a script looping over `systemctl reload`) is one reload.
+const HUP_DEBOUNCE: Duration = Duration::from_millis(200);
 /// `aws sso login` and `aws configure` touch several files in a row.
 const AWS_FILES_DEBOUNCE: Duration = Duration::from_secs(1);
 
@@ -109,6 +111,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         "bedrock-keyd running"
     );
 
+    let mut hup_at: Option<Instant> = None;
     let mut reload_at: Option<Instant> = None;
     let mut restore_at: Option<Instant> = None;
     let mut restore: BTreeSet<String> = BTreeSet::new();
@@ -124,6 +127,10 @@ pub async fn serve<B: Backend, D: OnDelivered>(
                 break;
             }
             _ = hup.recv() => {
+                hup_at.get_or_insert(Instant::now() + HUP_DEBOUNCE);
+            }
+            () = sleep_until(hup_at) => {
+                hup_at = None;
                 tracing::info!("SIGHUP: reloading the config and re-minting every key");
                 state.reload(&rt, config_path.as_deref(), true, &tx).await;
             }

@@ -40,6 +40,7 @@ use crate::mint::Region;
 /// profile chains and web identity) and bounded STS timeouts.
 pub(super) fn provider_config(region: Option<&Region>) -> ProviderConfig {
     ProviderConfig::without_region()
+        .with_http_client(super::http::shared())
         .with_behavior_version(Some(BehaviorVersion::latest()))
         .with_timeout_config(sts_timeouts())
         .with_region(region.map(|r| aws_config::Region::new(r.as_str().to_owned())))

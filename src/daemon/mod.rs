@@ -263,19 +263,23 @@ impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
                 tokio::select! {
                     biased;
                     _ = self.stop.changed() => return,
-                    command = self.commands.recv() => match command {
-                        None => return,
-                        Some(Command::RefreshNow) => due = tokio::time::Instant::now(),
-                        Some(Command::ReloadCredentials) => {
+                    command = self.commands.recv() => {
+                        let Some(first) = command else { return };
+                        // A burst (a SIGHUP storm, a restore racing a refresh) is one
+                        // event: take everything queued and act once per kind.
+                        let mut pending = vec![first];
+                        while let Ok(more) = self.commands.try_recv() {
+                            pending.push(more);
+                        }
+                        if pending.contains(&Command::ReloadCredentials) {
                             parts.source = None;
+                        }
+                        if pending.iter().any(|c| matches!(c, Command::RefreshNow | Command::ReloadCredentials)) {
                             due = tokio::time::Instant::now();
+                        } else if let Some(minted) = &held {
+                            self.restore(&parts.sinks, minted).await;
                         }
-                        Some(Command::Restore) => {
-                            if let Some(minted) = &held {
-                                self.restore(&parts.sinks, minted).await;
-                            }
-                        }
-                    },
+                    }
                     // Returns on the deadline or on a clock jump; the loop re-checks.
                     _ = clock::sleep_until(&*self.rt.clock, next) => {}
                     () = tokio::time::sleep_until(due) => {}

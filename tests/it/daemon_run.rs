@@ -308,3 +308,109 @@ fn once_with_a_config_and_if_valid_for() {
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains("--region"), "{log}");
 }
+
+/// Rewriting `~/.aws/credentials` re-mints keys with the new credentials, without a
+/// signal and long before the refresh point.
+#[test]
+fn changed_aws_credentials_files_re_mint() {
+    let env = TestEnv::new();
+    let aws = env.home().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    let write_creds = |id: &str| {
+        // Replace the file the way editors and `aws configure` do: write aside, rename.
+        let tmp = aws.join("credentials.new");
+        std::fs::write(
+            &tmp,
+            format!("[work]\naws_access_key_id = {id}\naws_secret_access_key = secret-{id}\n"),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, aws.join("credentials")).unwrap();
+    };
+    write_creds("AKIAFIRSTEXAMPLE0001");
+    let key_file = env.path().join("work.key");
+    let child = env
+        .cmd()
+        .args([
+            "run",
+            "--profile",
+            "work",
+            "--region",
+            "us-east-1",
+            "--lifetime",
+            "1h",
+            "--file",
+        ])
+        .arg(&key_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let access_key_id = |path: &Path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| decode(t.trim()).ok())
+            .map(|d| d.access_key_id)
+    };
+    let wait_for = |id: &str| {
+        let started = Instant::now();
+        while access_key_id(&key_file).as_deref() != Some(id) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no key from {id}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    };
+    wait_for("AKIAFIRSTEXAMPLE0001");
+    write_creds("AKIASECONDEXAMPLE002");
+    let took = wait_for("AKIASECONDEXAMPLE002");
+    assert!(took < Duration::from_secs(5), "re-minted after {took:?}");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+    let log = util::stderr(&out);
+    assert!(!log.contains("secret-AKIA"), "a secret leaked into the log");
+}
+
+/// 100 SIGHUPs in a second: the daemon stays up, coalesces them into a handful of
+/// re-mints, and the key file is complete throughout.
+#[test]
+fn a_sighup_storm_is_coalesced() {
+    let env = TestEnv::new();
+    let server = credential_endpoint();
+    let dir = env.path().join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    let config = env.path().join("config.toml");
+    // A long lifetime: every mint below is caused by the storm.
+    let text = config_text(&dir, &["storm"]).replace("lifetime = \"6s\"", "lifetime = \"1h\"");
+    std::fs::write(&config, text).unwrap();
+    let path = sink_path(&dir, 0, "storm");
+    let mut daemon = Daemon::start(&env, &server, &config);
+    let started = Instant::now();
+    while read_valid(&path).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..100 {
+        daemon.signal(Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(10));
+        read_valid(&path).expect("a complete key during the storm");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.alive(), "{}", daemon.log());
+    let mints = daemon.log().matches("key minted and delivered").count();
+    // 100 signals over ~1.5 s, reloads debounced by 200 ms: about eight re-mints.
+    assert!(
+        (2..=20).contains(&mints),
+        "{mints} mints for 100 SIGHUPs\n{}",
+        daemon.log()
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.child.wait().unwrap().code(), Some(0));
+    read_valid(&path).expect("a complete key after the storm");
+}
