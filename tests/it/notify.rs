@@ -575,9 +575,16 @@ fn a_sighup_storm_gives_one_notification_of_the_latest_key() {
     std::thread::sleep(Duration::from_millis(2500));
     let log = daemon.log();
     let minted = minted(&log);
-    assert!(minted.len() >= 3, "the storm delivered several times\n{log}");
+    assert!(
+        minted.len() >= 3,
+        "the storm delivered several times\n{log}"
+    );
     let seen = lines(&out);
-    assert_eq!(seen.len(), 2, "one notification for the storm: {seen:?}\n{log}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "one notification for the storm: {seen:?}\n{log}"
+    );
     assert_eq!(seen[1], minted[minted.len() - 1], "the latest key\n{log}");
     assert_eq!(daemon.stop(), Some(0));
 }
