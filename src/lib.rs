@@ -6,7 +6,7 @@
 //! - [`inspect`]: key → what it says about itself (offline, strict);
 //! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
 //! - [`sink`]: where keys are delivered (file, env-file, keyring);
-//! - [`notify`]: how dependents learn about a new key (specifications);
+//! - [`notify`]: how dependents learn about a new key (specifications, sending, debounce);
 //! - [`config`]: the config file: lookup, parsing, validation into a [`config::Config`];
 //! - [`schedule`]: when to refresh and retry, and whether a key is healthy (pure);
 //! - [`daemon`]: the long-running service: one task per key, status board;

@@ -2,11 +2,17 @@
 //!
 //! Shared by the config file (`[[key.notify]]`) and the command line (`--pid-file`,
 //! `--signal`). Sending (reading pid files, scanning `/proc`, talking to systemd,
-//! running commands) lives with the daemon; nothing here touches the system.
+//! running commands) lives in [`send`]; [`Dependents`] is the daemon's hook that
+//! debounces and sends. Nothing else here touches the system.
 //!
 //! Signals are named, never numbered: numbers differ between Linux and macOS, and a
 //! name in a config file says what it does. Only signals a program could sensibly
 //! treat as "reload" or "restart" are accepted (no `KILL`, `STOP`, `SEGV`, …).
+
+pub mod dependents;
+pub mod send;
+
+pub use dependents::{DEBOUNCE, Dependents, Tally};
 
 use std::fmt;
 use std::path::PathBuf;

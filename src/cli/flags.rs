@@ -11,6 +11,7 @@ use super::CliError;
 use crate::config::{Config, ConfigLocation, KeyConfig, KeyName};
 use crate::credentials::SourceSpec;
 use crate::mint::{Lifetime, Region};
+use crate::notify::{DEFAULT_SIGNAL, NotifySpec, Signal};
 use crate::schedule::RefreshPolicy;
 use crate::sink::{
     DEFAULT_ENV_VARIABLE, DEFAULT_KEYRING_ACCOUNT, EnvFileSpec, FileAccess, FileFormat, FileMode,
@@ -266,6 +267,17 @@ pub struct KeyFlags {
 
     #[command(flatten)]
     pub policy: PolicyFlags,
+
+    /// After each new key is in every sink, signal the process whose pid this file
+    /// holds (re-read every time; a missing file means "not started yet", a file
+    /// without a valid pid >1 is an error and signals nothing).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+
+    /// The signal for --pid-file: HUP, INT, QUIT, ALRM, TERM, USR1, USR2, WINCH or
+    /// CONT [default: HUP].
+    #[arg(long, value_name = "SIG", requires = "pid_file")]
+    pub signal: Option<Signal>,
 }
 
 impl KeyFlags {
@@ -291,6 +303,7 @@ impl KeyFlags {
             ("--refresh-at", self.policy.refresh_at.is_some()),
             ("--jitter", self.policy.jitter.is_some()),
             ("--min-remaining", self.policy.min_remaining.is_some()),
+            ("--pid-file", self.pid_file.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, set)| set.then_some(flag))
@@ -306,6 +319,12 @@ impl KeyFlags {
     }
 
     fn single(&self) -> Result<Config, CliError> {
+        self.single_key(true).map(Config::single)
+    }
+
+    /// The one key the flags describe. Without `sinks_required` (exec), no sink flag
+    /// means a key that lives only in memory.
+    pub fn single_key(&self, sinks_required: bool) -> Result<KeyConfig, CliError> {
         let defaults = RefreshPolicy::default();
         let policy = RefreshPolicy::new(
             self.policy.refresh_at.unwrap_or(defaults.refresh_at()),
@@ -319,15 +338,20 @@ impl KeyFlags {
             Some(name) => name.clone(),
             None => KeyName::new("default").map_err(CliError::Usage)?,
         };
-        let key = KeyConfig::new(
-            name,
-            self.credentials.source_spec(),
-            self.lifetime.unwrap_or(Lifetime::MAX),
-            policy,
-            self.sinks.specs()?,
-            Vec::new(),
-        )
-        .map_err(CliError::Usage)?;
-        Ok(Config::single(key))
+        let notify = match &self.pid_file {
+            Some(path) => vec![NotifySpec::PidFile {
+                path: absolute(path)?,
+                signal: self.signal.unwrap_or(DEFAULT_SIGNAL),
+            }],
+            None => Vec::new(),
+        };
+        let lifetime = self.lifetime.unwrap_or(Lifetime::MAX);
+        let source = self.credentials.source_spec();
+        if !sinks_required && !self.sinks.any() {
+            return KeyConfig::without_sinks(name, source, lifetime, policy, notify)
+                .map_err(CliError::Usage);
+        }
+        KeyConfig::new(name, source, lifetime, policy, self.sinks.specs()?, notify)
+            .map_err(CliError::Usage)
     }
 }

@@ -3,6 +3,7 @@
 
 mod check;
 mod completions;
+mod exec;
 mod flags;
 mod inspect;
 mod mint;
@@ -24,6 +25,16 @@ pub mod exit {
     pub const CREDENTIALS: u8 = 69;
     pub const SINK: u8 = 73;
     pub const CONFIG: u8 = 78;
+
+    /// `exec`: the command's own exit code (the low 8 bits, as a shell sees it).
+    pub fn child(code: i32) -> std::process::ExitCode {
+        std::process::ExitCode::from((code & 0xff) as u8)
+    }
+
+    /// `exec`: the command was killed by signal `sig`: 128 + sig, the shell convention.
+    pub fn signalled(sig: i32) -> std::process::ExitCode {
+        std::process::ExitCode::from((128 + (sig & 0x7f)) as u8)
+    }
 }
 
 const AFTER_HELP: &str = "\
@@ -59,6 +70,7 @@ enum Command {
     Completions(completions::CompletionsArgs),
     Once(Box<once::OnceArgs>),
     Run(Box<run::RunArgs>),
+    Exec(Box<exec::ExecArgs>),
 }
 
 /// Everything a command can fail with, each mapped to one exit code.
@@ -141,7 +153,7 @@ impl Cli {
             | Command::Check(_)
             | Command::Completions(_) => "warn",
             // `once` reports its milestones (key minted, sink written) like the daemon.
-            Command::Once(_) | Command::Run(_) => "info",
+            Command::Once(_) | Command::Run(_) | Command::Exec(_) => "info",
         }
     }
 
@@ -152,6 +164,7 @@ impl Cli {
             let keys = match &self.command {
                 Command::Run(args) => args.keys(),
                 Command::Once(args) => args.keys(),
+                Command::Exec(args) => args.config_keys()?,
                 _ => return None,
             };
             keys.resolve()
@@ -174,6 +187,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Completions(args) => completions::run(args),
         Command::Once(args) => once::run(*args),
         Command::Run(args) => run::run(*args),
+        Command::Exec(args) => exec::run(*args),
     }
 }
 

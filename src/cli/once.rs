@@ -6,6 +6,10 @@
 //! the others; the exit code then reports the failure. With `--if-valid-for`, a key
 //! whose sinks all still hold a key valid that long is left alone: an init container
 //! hands over to the sidecar without a double mint.
+//!
+//! After a complete delivery the key's dependents are notified at once (no debounce:
+//! there is only one delivery). A dependent that cannot be told makes the exit code 1
+//! after every key was handled; a missing pid file is "pending", not a failure.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,19 +20,26 @@ use clap::Args;
 use super::{CliError, block_on, flags::KeyFlags};
 use crate::config::KeyConfig;
 use crate::credentials::{CredentialSource, SdkSource};
+use crate::daemon::StatusBoard;
 use crate::daemon::{RefreshError, deliver};
 use crate::mint::mint;
+use crate::notify::Dependents;
 use crate::sink::Sink;
 
-/// Mint every key once, write it to all its sinks, and exit.
+/// Mint every key once, write it to all its sinks, notify its dependents, and exit.
 ///
 /// Keys come from the config file, or from flags for a single key (--file, --env-file,
 /// --keyring name its sinks; then no config file is read). Files are replaced
 /// atomically (temp file, fsync, rename), created with exactly the configured mode
 /// whatever the umask, and left untouched when they already hold the key.
 ///
-/// Exit codes: 0 all delivered (or left alone by --if-valid-for), 69 credentials
-/// unavailable, 73 a sink could not be written, 78 the config is invalid.
+/// Dependents ([[key.notify]], or --pid-file/--signal) are told right after the
+/// delivery; a missing pid file means the dependent has not started and is not an
+/// error.
+///
+/// Exit codes: 0 all delivered (or left alone by --if-valid-for), 1 a dependent could
+/// not be notified, 69 credentials unavailable, 73 a sink could not be written, 78
+/// the config is invalid.
 ///
 /// Example: bedrock-keyd once --region us-east-1 --file /run/app/bedrock.key
 #[derive(Debug, Args)]
@@ -57,10 +68,15 @@ pub fn run(args: OnceArgs) -> Result<ExitCode, CliError> {
     let (_, config) = args.keys.resolve()?;
     block_on(async {
         let mut first_error = None;
+        let status = Arc::new(StatusBoard::new());
+        for key in &config.keys {
+            status.register(key.name.as_str(), key.policy);
+        }
+        let dependents = Dependents::new(status);
         for key in &config.keys {
             let span = tracing::info_span!("key", key = %key.name);
             let _enter = span.enter();
-            if let Err(e) = once(key, args.if_valid_for).await {
+            if let Err(e) = once(key, args.if_valid_for, &dependents).await {
                 if config.keys.len() > 1 {
                     tracing::error!(error = %crate::credentials::error_chain(&e), "key not delivered");
                 }
@@ -74,7 +90,11 @@ pub fn run(args: OnceArgs) -> Result<ExitCode, CliError> {
     })?
 }
 
-async fn once(key: &KeyConfig, if_valid_for: Option<Duration>) -> Result<(), CliError> {
+async fn once(
+    key: &KeyConfig,
+    if_valid_for: Option<Duration>,
+    dependents: &Dependents,
+) -> Result<(), CliError> {
     let sinks: Vec<Arc<dyn Sink>> = key
         .sinks
         .iter()
@@ -100,13 +120,24 @@ async fn once(key: &KeyConfig, if_valid_for: Option<Duration>) -> Result<(), Cli
     )?;
     crate::mint::log_minted(&minted);
     match deliver(&sinks, &minted).await {
-        Ok(_) => Ok(()),
-        Err(RefreshError::Sinks(failures)) => Err(CliError::Sinks(super::SinkFailures {
-            failures,
-            total: sinks.len(),
-        })),
-        Err(e) => Err(CliError::Runtime(crate::credentials::error_chain(&e))),
+        Ok(_) => {}
+        Err(RefreshError::Sinks(failures)) => {
+            return Err(CliError::Sinks(super::SinkFailures {
+                failures,
+                total: sinks.len(),
+            }));
+        }
+        Err(e) => return Err(CliError::Runtime(crate::credentials::error_chain(&e))),
     }
+    let tally = dependents.notify_now(key, &minted).await;
+    if tally.err > 0 {
+        return Err(CliError::Runtime(format!(
+            "the key was delivered, but {} of {} dependents could not be notified (see the log)",
+            tally.err,
+            key.notify.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The smallest remaining validity across the sinks, if every sink holds a valid key

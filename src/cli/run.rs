@@ -28,9 +28,9 @@ use super::{CliError, block_on, flags::KeyFlags};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigLocation};
 use crate::daemon::{
-    Backend, Command, KeySet, NoDependents, OnDelivered, Runtime, StatusBoard, SystemBackend,
-    random_jitter,
+    Backend, Command, KeySet, OnDelivered, Runtime, StatusBoard, SystemBackend, random_jitter,
 };
+use crate::notify::Dependents;
 use crate::schedule::Backoff;
 use crate::watch::{self, Change, Targets, Watches};
 
@@ -50,6 +50,10 @@ const AWS_FILES_DEBOUNCE: Duration = Duration::from_secs(1);
 /// (± jitter) and never later than min_remaining before it expires; failures keep the
 /// last good key in place and are retried with backoff. Deadlines follow the wall
 /// clock, so a laptop that slept through one re-mints on wake.
+///
+/// After every sink of a key holds a new key, its dependents ([[key.notify]], or
+/// --pid-file/--signal) are told, at most once per second per key (a burst of
+/// refreshes gives one notification, of the latest key).
 ///
 /// Signals: SIGHUP reloads the config and re-mints now; SIGTERM/SIGINT finish any
 /// write in progress and exit 0.
@@ -73,7 +77,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         let status = Arc::new(StatusBoard::new());
         let rt = Runtime {
             backend: Arc::new(SystemBackend),
-            dependents: Arc::new(NoDependents),
+            dependents: Arc::new(Dependents::new(status.clone())),
             clock: Arc::new(SystemClock::new()) as Arc<dyn Clock>,
             jitter: random_jitter(),
             status,

@@ -175,6 +175,33 @@ impl KeyConfig {
     }
 }
 
+impl KeyConfig {
+    /// A key without sinks, for `exec`: it lives only in the environment of the
+    /// command `exec` runs. The lifetime check of [`KeyConfig::new`] applies.
+    pub fn without_sinks(
+        name: KeyName,
+        source: SourceSpec,
+        lifetime: Lifetime,
+        policy: RefreshPolicy,
+        notify: Vec<NotifySpec>,
+    ) -> Result<Self, String> {
+        if policy.min_remaining() >= lifetime.get() {
+            return Err(format!(
+                "min_remaining {} must be shorter than the lifetime {lifetime}",
+                crate::duration::format(policy.min_remaining())
+            ));
+        }
+        Ok(Self {
+            name,
+            source,
+            lifetime,
+            policy,
+            sinks: Vec::new(),
+            notify,
+        })
+    }
+}
+
 /// What a sink writes to, for duplicate detection: `file /run/x.key` (file and
 /// env-file sinks share the namespace: both write the file) or `keyring service:account`.
 pub fn sink_target(sink: &SinkSpec) -> String {
