@@ -6,7 +6,10 @@ use aws_credential_types::Credentials;
 use bedrock_keyd::mint::{Lifetime, Region, mint};
 
 fn main() {
-    let n: u32 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let n: u32 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
     let creds = Credentials::new(
         "AKIAIOSFODNN7EXAMPLE",
         "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
@@ -19,7 +22,11 @@ fn main() {
     let mut total = 0usize;
     for i in 0..n {
         let now = UNIX_EPOCH + Duration::from_secs(1_795_680_000 + u64::from(i));
-        total += mint(&creds, &region, lifetime, now).unwrap().key.expose().len();
+        total += mint(&creds, &region, lifetime, now)
+            .unwrap()
+            .key
+            .expose()
+            .len();
     }
     println!("{total}");
 }

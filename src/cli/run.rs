@@ -12,6 +12,12 @@
 //!
 //! Bursts of file events are debounced, so an editor's write-rename-chmod dance gives
 //! one reload.
+//!
+//! Operations: under systemd ([`crate::sdnotify`]) `READY=1` follows the first
+//! complete delivery of every key, reloads are bracketed by `RELOADING=1`/`READY=1`,
+//! and shutdown starts with `STOPPING=1`. With `listen` set, [`crate::health`] serves
+//! `/healthz`, `/readyz` and `/metrics` (bound once at start; a reload that changes
+//! `listen` is logged and takes effect at the next start).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -32,6 +38,7 @@ use crate::daemon::{
     random_jitter,
 };
 use crate::schedule::Backoff;
+use crate::sdnotify::Systemd;
 use crate::watch::{self, Change, Targets, Watches};
 
 /// Editors replace a file in several steps; reload once they are done.
@@ -92,6 +99,17 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut hup = signal(SignalKind::hangup()).map_err(signal_error)?;
 
+    // Bound before any key starts, so a taken port fails the start at once.
+    let health = match config.listen {
+        Some(addr) => Some(
+            crate::health::spawn(addr, rt.status.clone(), rt.clock.clone())
+                .await
+                .map_err(|e| CliError::Runtime(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let systemd = Systemd::from_env();
+
     let config_path = location.as_ref().map(|l| l.path.clone());
     let (tx, mut changes) = mpsc::unbounded_channel();
     let mut state = State {
@@ -99,6 +117,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         watches: start_watches(config_path.as_deref(), &config, tx.clone()),
         config,
     };
+    let notifier = systemd.spawn(rt.status.clone(), rt.clock.clone());
     tracing::info!(
         keys = state.config.keys.len(),
         config = %config_path.as_deref().map_or_else(|| "command-line flags".into(), |p| p.display().to_string()),
@@ -113,15 +132,19 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!("SIGTERM: finishing any write in progress, then exiting");
+                systemd.stopping();
                 break;
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: finishing any write in progress, then exiting");
+                systemd.stopping();
                 break;
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config and re-minting every key");
+                systemd.reloading();
                 state.reload(&rt, config_path.as_deref(), true, &tx).await;
+                systemd.reloaded(&rt.status, rt.clock.now());
             }
             Some(change) = changes.recv() => match change {
                 Change::Config => reload_at = Some(Instant::now() + CONFIG_DEBOUNCE),
@@ -134,7 +157,9 @@ pub async fn serve<B: Backend, D: OnDelivered>(
             () = sleep_until(reload_at) => {
                 reload_at = None;
                 tracing::info!("the config file changed on disk; reloading");
+                systemd.reloading();
                 state.reload(&rt, config_path.as_deref(), false, &tx).await;
+                systemd.reloaded(&rt.status, rt.clock.now());
             }
             () = sleep_until(restore_at) => {
                 restore_at = None;
@@ -151,6 +176,9 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     }
     drop(state.watches);
     state.keys.stop().await;
+    for task in [notifier, health].into_iter().flatten() {
+        task.abort();
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -195,6 +223,13 @@ impl State {
         keys.stop().await;
         self.keys = KeySet::start(rt, &new.keys);
         self.watches = start_watches(Some(path), &new, tx.clone());
+        if new.listen != self.config.listen {
+            // The listener is bound once at start (it may need privileges dropped
+            // since); a changed address takes a restart.
+            tracing::warn!(
+                "`listen` changed; the health/metrics listener keeps its address until a restart"
+            );
+        }
         tracing::info!(keys = new.keys.len(), "config reloaded");
         self.config = new;
     }

@@ -272,14 +272,20 @@ fn once_with_a_config_and_if_valid_for() {
     let (code, log) = once(&[]);
     assert_eq!(code, Some(0), "{log}");
     let (one, two) = (read("one.key"), read("two.env"));
-    assert_eq!(decode(one.trim()).unwrap().lifetime, Duration::from_secs(3600));
+    assert_eq!(
+        decode(one.trim()).unwrap().lifetime,
+        Duration::from_secs(3600)
+    );
     assert!(two.starts_with("AWS_BEARER_TOKEN_BEDROCK=bedrock-api-key-"));
 
     // Still valid for 30 min: nothing is minted or written.
     let (code, log) = once(&["--if-valid-for", "30m"]);
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("left alone"), "{log}");
-    assert_eq!((read("one.key"), read("two.env")), (one.clone(), two.clone()));
+    assert_eq!(
+        (read("one.key"), read("two.env")),
+        (one.clone(), two.clone())
+    );
 
     // Not valid for 2 h: both are re-minted (signed a second later at least).
     std::thread::sleep(Duration::from_millis(1100));
