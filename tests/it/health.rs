@@ -346,22 +346,19 @@ pub fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
             let mut parts = rest.splitn(3, ' ');
             let (kw, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             let arg = parts.next().unwrap_or("");
+            if kw != "HELP" && kw != "TYPE" {
+                // A plain comment.
+                continue;
+            }
             if !name_ok(name) {
                 return Err(err("bad metric name"));
             }
+            let valid_type = ["counter", "gauge", "histogram", "summary", "untyped"].contains(&arg);
             match kw {
-                "HELP" => {
-                    if !helps.insert(name.to_owned()) {
-                        return Err(err("second HELP"));
-                    }
-                }
-                "TYPE" => {
-                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&arg) {
-                        return Err(err("bad type"));
-                    }
-                    if types.insert(name.to_owned(), arg.to_owned()).is_some() {
-                        return Err(err("second TYPE"));
-                    }
+                "HELP" if !helps.insert(name.to_owned()) => return Err(err("second HELP")),
+                "TYPE" if !valid_type => return Err(err("bad type")),
+                "TYPE" if types.insert(name.to_owned(), arg.to_owned()).is_some() => {
+                    return Err(err("second TYPE"));
                 }
                 _ => {}
             }
@@ -507,7 +504,10 @@ fn exposition_parser_is_strict() {
     }
 }
 
-/// A config with one 6 s key (2 s min_remaining) and a listener on `port`.
+/// A config with one 12 s key re-minted every 3 s, unready 2 s before expiry
+/// (`min_remaining`), and a listener on `port`. 12 s − 2 s is the shortest guard
+/// window that is not "capped" (`schedule::MIN_REFRESH_DELAY`), so there are 7 s of
+/// slack between a refresh and the renewal deadline even on a loaded CI machine.
 fn short_key_config(env: &TestEnv, port: u16) -> (PathBuf, PathBuf) {
     let key = env.path().join("alpha.key");
     let config = env.path().join("config.toml");
@@ -515,7 +515,7 @@ fn short_key_config(env: &TestEnv, port: u16) -> (PathBuf, PathBuf) {
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\n[[key]]\nname = \"alpha\"\nregion = \"eu-west-1\"\n\
-             lifetime = \"6s\"\nmin_remaining = \"2s\"\nrefresh_at = 0.5\njitter = 0.0\n\
+             lifetime = \"12s\"\nmin_remaining = \"2s\"\nrefresh_at = 0.25\njitter = 0.0\n\
              [[key.sink]]\ntype = \"file\"\npath = \"{}\"\n",
             key.display()
         ),
@@ -560,7 +560,7 @@ fn readyz_follows_the_credentials_endpoint_and_metrics_track_refreshes() {
         "status disagrees with /readyz"
     );
 
-    // The expiry gauge moves forward with every refresh (every ~3 s).
+    // The expiry gauge moves forward with every refresh (every 3 s).
     let mut expiries = Vec::new();
     let started = Instant::now();
     while expiries.len() < 3 && started.elapsed() < Duration::from_secs(20) {
