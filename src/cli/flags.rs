@@ -2,7 +2,6 @@
 //! and the region come from. One `clap::Args` struct, flattened into each command, so
 //! every command spells them the same way.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -267,24 +266,6 @@ pub struct KeyFlags {
 
     #[command(flatten)]
     pub policy: PolicyFlags,
-
-    /// Serve /healthz, /readyz and /metrics on this IP address and port (e.g.
-    /// 127.0.0.1:9464; `run` only) [default: no listener].
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
-    pub listen: Option<SocketAddr>,
-}
-
-/// As the config file's `listen`: an IP address and a non-zero port, no host names.
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not an IP address and port such as 127.0.0.1:9464"))?;
-    if addr.port() == 0 {
-        return Err(format!(
-            "{s:?} has port 0; give the port to scrape, e.g. 9464"
-        ));
-    }
-    Ok(addr)
 }
 
 impl KeyFlags {
@@ -310,7 +291,6 @@ impl KeyFlags {
             ("--refresh-at", self.policy.refresh_at.is_some()),
             ("--jitter", self.policy.jitter.is_some()),
             ("--min-remaining", self.policy.min_remaining.is_some()),
-            ("--listen", self.listen.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, set)| set.then_some(flag))
@@ -348,8 +328,6 @@ impl KeyFlags {
             Vec::new(),
         )
         .map_err(CliError::Usage)?;
-        let mut config = Config::single(key);
-        config.listen = self.listen;
-        Ok(config)
+        Ok(Config::single(key))
     }
 }

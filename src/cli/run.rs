@@ -20,6 +20,7 @@
 //! `listen` is logged and takes effect at the next start).
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -64,6 +65,25 @@ const AWS_FILES_DEBOUNCE: Duration = Duration::from_secs(1);
 pub struct RunArgs {
     #[command(flatten)]
     keys: KeyFlags,
+
+    /// Serve /healthz, /readyz and /metrics on this IP address and port, e.g.
+    /// 127.0.0.1:9464 (single-key mode; with a config file, set `listen` there)
+    /// [default: no listener].
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+}
+
+/// As the config file's `listen`: an IP address and a non-zero port, no host names.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address and port such as 127.0.0.1:9464"))?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{s:?} has port 0; give the port to scrape, e.g. 9464"
+        ));
+    }
+    Ok(addr)
 }
 
 impl RunArgs {
@@ -73,7 +93,16 @@ impl RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
-    let (location, config) = args.keys.resolve()?;
+    let (location, mut config) = args.keys.resolve()?;
+    if let Some(addr) = args.listen {
+        if let Some(location) = &location {
+            return Err(CliError::Usage(format!(
+                "--listen only applies to a single key given by --file, --env-file or --keyring; with a config file ({}), set listen there",
+                location.path.display()
+            )));
+        }
+        config.listen = Some(addr);
+    }
     block_on(async move {
         let status = Arc::new(StatusBoard::new());
         let rt = Runtime {

@@ -650,3 +650,54 @@ fn readyz_follows_the_credentials_endpoint_and_metrics_track_refreshes() {
         "status disagrees with /readyz"
     );
 }
+
+#[test]
+fn single_key_mode_listens_with_the_listen_flag() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let key = env.path().join("k.key");
+    let child = env
+        .cmd_with_example_creds()
+        .args(["run", "--region", "eu-west-1", "--lifetime", "1h", "--file"])
+        .arg(&key)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon {
+        child,
+        log: env.path().join("none.log"),
+    };
+    let ready = wait_for(Duration::from_secs(10), || {
+        get(port, "/readyz").filter(|r| r.0 == 200)
+    });
+    assert_eq!(ready.map(|r| r.1), Some("ready: 1 key fresh\n".to_owned()));
+    assert_eq!(get(port, "/healthz"), Some((200, "ok\n".to_owned())));
+    daemon.signal(Signal::SIGTERM);
+    let status = wait_for(Duration::from_secs(10), || daemon.child.try_wait().unwrap());
+    assert!(status.is_some_and(|s| s.success()));
+
+    // With a config file, listen belongs in the file: a usage error, not ignored.
+    let config = env.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[[key]]\nname = \"k\"\n[[key.sink]]\ntype = \"file\"\npath = \"/tmp/x.key\"\n",
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:9464"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
+    // Port 0 is refused as in the config file.
+    let out = env
+        .cmd()
+        .args(["run", "--file", "x.key", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
+}
