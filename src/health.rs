@@ -585,6 +585,44 @@ mod tests {
         assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
     }
 
+    /// Sends `request` to a live server and returns the whole response.
+    async fn exchange(request: &[u8]) -> String {
+        let board = Arc::new(board());
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::FakeClock::new(t(0)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, board, clock));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        // The server may answer (and close) before a huge request is fully sent.
+        let _ = s.write_all(request).await;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        server.abort();
+        out
+    }
+
+    #[tokio::test]
+    async fn over_a_socket() {
+        let ok = exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("\r\nConnection: close\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
+        let post = exchange(b"POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+        assert!(post.contains("\r\nAllow: GET\r\n"), "{post}");
+        // One byte over the cap and no end of head: the server reads all of it before
+        // refusing, so no unread data turns its close into a reset.
+        let mut huge = b"GET /healthz HTTP/1.1\r\nX: ".to_vec();
+        huge.resize(MAX_REQUEST_BYTES + 1, b'x');
+        let big = exchange(&huge).await;
+        assert!(big.starts_with("HTTP/1.1 431 "), "{big}");
+        let metrics = exchange(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(
+            metrics.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{metrics}"
+        );
+    }
+
     #[test]
     fn process_stats_on_linux() {
         if cfg!(target_os = "linux") {

@@ -259,3 +259,56 @@ fn works_without_home_or_any_environment() {
     assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
 }
+
+#[test]
+fn keyring_sinks_are_read_through_the_keyring() {
+    let have_keyctl = std::process::Command::new("sh")
+        .args(["-c", "command -v keyctl"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_keyctl {
+        return util::skip("keyctl not found (apt-get install keyutils)");
+    }
+    let env = TestEnv::new();
+    // Unique per run: the kernel's persistent keyring is shared by the user's processes.
+    let account = format!("status-{}", std::process::id());
+    std::fs::write(
+        env.path().join("config.toml"),
+        format!(
+            "[[key]]\nname = \"k\"\nregion = \"us-west-2\"\nlifetime = \"1h\"\n\
+             [[key.sink]]\ntype = \"keyring\"\nservice = \"bedrock-keyd-test\"\naccount = \"{account}\"\nbackend = \"keyutils\"\n"
+        ),
+    )
+    .unwrap();
+    let script = r#"
+"$BKD" status --config config.toml 2>&1; echo "before=$?"
+"$BKD" once --config config.toml 2>/dev/null
+"$BKD" status --config config.toml --json; echo "after=$?"
+keyctl purge user "keyring:$ACCOUNT@bedrock-keyd-test" >/dev/null 2>&1 || true
+"#;
+    // A fresh anonymous session keyring: nothing leaks into the caller's keyrings.
+    let out = std::process::Command::new("keyctl")
+        .args(["session", "-", "sh", "-c", script])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", env.home())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", util::EXAMPLE_ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", util::EXAMPLE_SECRET_ACCESS_KEY)
+        .env("BKD", util::bin())
+        .env("ACCOUNT", &account)
+        .current_dir(env.path())
+        .output()
+        .unwrap();
+    let stdout = util::stdout(&out);
+    util::assert_no_key_in(&stdout);
+    assert!(
+        stdout.contains(&format!(
+            "key k: keyring bedrock-keyd-test:{account} (keyutils): no key stored in the keyring\nbefore=3"
+        )),
+        "{stdout}\n{}",
+        util::stderr(&out)
+    );
+    assert!(stdout.contains("\"state\": \"valid\""), "{stdout}");
+    assert!(stdout.contains("after=0"), "{stdout}");
+}
