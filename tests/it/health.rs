@@ -701,3 +701,89 @@ fn single_key_mode_listens_with_the_listen_flag() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
 }
+
+/// The reference parser too: Python's `prometheus_client` (installed by `.ci/run`).
+#[test]
+fn metrics_parse_with_prometheus_client() {
+    let Some(python) = util::python_with("prometheus_client.parser") else {
+        return util::skip(
+            "Python with prometheus_client not found (pip install prometheus-client)",
+        );
+    };
+    let env = TestEnv::new();
+    let port = free_port();
+    let key = env.path().join("k.key");
+    let child = env
+        .cmd_with_example_creds()
+        .args([
+            "run",
+            "--name",
+            "main.key-1",
+            "--region",
+            "eu-west-1",
+            "--lifetime",
+            "1h",
+            "--file",
+        ])
+        .arg(&key)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon {
+        child,
+        log: env.path().join("none.log"),
+    };
+    wait_for(Duration::from_secs(10), || {
+        get(port, "/readyz").filter(|r| r.0 == 200)
+    })
+    .expect("ready");
+    let (_, body) = get(port, "/metrics").unwrap();
+    let file = env.path().join("metrics.txt");
+    std::fs::write(&file, &body).unwrap();
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for f in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in f.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{f.type} {s.name} {labels} {s.value}")
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{body}", util::stderr(&out));
+    let parsed = util::stdout(&out);
+    let expiry = parse_exposition(&body).unwrap();
+    let expiry = metric(
+        &expiry,
+        "bedrock_keyd_key_expiry_timestamp_seconds",
+        &[("key", "main.key-1")],
+    )
+    .unwrap();
+    for line in [
+        format!("gauge bedrock_keyd_key_expiry_timestamp_seconds key=main.key-1 {expiry}"),
+        "gauge bedrock_keyd_key_ready key=main.key-1 1".to_owned(),
+        "counter bedrock_keyd_refresh_total key=main.key-1,result=success 1".to_owned(),
+        "counter bedrock_keyd_refresh_total key=main.key-1,result=failure 0".to_owned(),
+        "counter bedrock_keyd_notify_total key=main.key-1,result=success 0".to_owned(),
+    ] {
+        assert!(parsed.lines().any(|l| l == line), "{line}\n{parsed}");
+    }
+    for name in [
+        "gauge process_start_time_seconds",
+        "gauge process_resident_memory_bytes",
+        "counter process_cpu_seconds_total",
+        "gauge process_open_fds",
+        "gauge bedrock_keyd_last_refresh_timestamp_seconds",
+        "gauge bedrock_keyd_next_refresh_timestamp_seconds",
+    ] {
+        assert!(
+            parsed.lines().any(|l| l.starts_with(name)),
+            "{name}\n{parsed}"
+        );
+    }
+}
