@@ -141,7 +141,8 @@ async fn supervise(board: Arc<StatusBoard>, clock: Arc<dyn Clock>, watchdog: Opt
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {
-                    // The board is gone: the daemon is exiting.
+                    // Only if the board's sender were dropped; this task holds the
+                    // board, so in practice it runs until `run` aborts it.
                     return;
                 }
             }

@@ -253,8 +253,8 @@ impl State {
         self.keys = KeySet::start(rt, &new.keys);
         self.watches = start_watches(Some(path), &new, tx.clone());
         if new.listen != self.config.listen {
-            // The listener is bound once at start (it may need privileges dropped
-            // since); a changed address takes a restart.
+            // The listener is bound once at start and not rebound: scrapers keep a
+            // working target until an operator restarts on purpose.
             tracing::warn!(
                 "`listen` changed; the health/metrics listener keeps its address until a restart"
             );
