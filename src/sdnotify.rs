@@ -39,30 +39,82 @@ const WATCHDOG_FRACTION: u32 = 2;
 const MAX_STATUS_CHARS: usize = 200;
 
 /// The systemd notifier of one `run`.
-#[derive(Debug, Clone, Copy)]
+///
+/// Datagrams go out from a thread of their own: a send to a unix datagram socket
+/// blocks while the receiver's queue is full (10 datagrams by default), and a busy or
+/// wedged service manager must never stall the daemon's single-threaded runtime. The
+/// thread takes messages from a bounded queue; when that is full too, a message is
+/// dropped (and logged at debug), never waited for.
 pub struct Systemd {
-    enabled: bool,
+    link: Option<Link>,
+    /// Signalled by the sender thread once its queue is closed and drained.
+    drained: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+/// A handle that queues messages for the sender thread.
+#[derive(Clone)]
+struct Link(std::sync::mpsc::SyncSender<Vec<String>>);
+
+/// Messages waiting for the sender thread; a stalled manager loses the newest ones.
+const QUEUE: usize = 64;
+/// How long `finish` waits for queued messages (`STOPPING=1`) to go out.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Link {
+    fn send(&self, states: &[NotifyState<'_>]) {
+        let lines = states.iter().map(ToString::to_string).collect();
+        if self.0.try_send(lines).is_err() {
+            tracing::debug!("systemd notification dropped: the service manager is not reading");
+        }
+    }
 }
 
 impl Systemd {
-    /// Enabled when `NOTIFY_SOCKET` is set (systemd `Type=notify` sets it).
+    /// Enabled when `NOTIFY_SOCKET` is set (systemd `Type=notify` sets it); starts the
+    /// sender thread then.
     pub fn from_env() -> Self {
-        Self {
-            enabled: std::env::var_os("NOTIFY_SOCKET").is_some_and(|v| !v.is_empty()),
+        let disabled = Self {
+            link: None,
+            drained: None,
+        };
+        if !std::env::var_os("NOTIFY_SOCKET").is_some_and(|v| !v.is_empty()) {
+            return disabled;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<String>>(QUEUE);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("sd-notify".into())
+            .spawn(move || {
+                for lines in rx {
+                    let states: Vec<NotifyState<'_>> =
+                        lines.iter().map(|l| NotifyState::Custom(l)).collect();
+                    if let Err(e) = sd_notify::notify(&states) {
+                        tracing::debug!(error = %e, "cannot send a systemd notification");
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(_) => Self {
+                link: Some(Link(tx)),
+                drained: Some(done_rx),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the systemd notifier thread; not notifying systemd");
+                disabled
+            }
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.enabled
+        self.link.is_some()
     }
 
     /// Starts the task that sends `READY=1` after the first complete delivery, keeps
     /// `STATUS=` current and pings the watchdog. `None` without `NOTIFY_SOCKET`.
-    /// Abort the handle when the daemon exits.
+    /// Abort (and await) the handle before [`Systemd::finish`].
     pub fn spawn(&self, board: Arc<StatusBoard>, clock: Arc<dyn Clock>) -> Option<JoinHandle<()>> {
-        if !self.enabled {
-            return None;
-        }
+        let link = self.link.clone()?;
         let watchdog = watchdog_interval();
         if let Some(every) = watchdog {
             tracing::debug!(
@@ -70,14 +122,12 @@ impl Systemd {
                 "systemd watchdog enabled"
             );
         }
-        Some(tokio::spawn(supervise(board, clock, watchdog)))
+        Some(tokio::spawn(supervise(link, board, clock, watchdog)))
     }
 
     /// `RELOADING=1` before a config reload.
     pub fn reloading(&self) {
-        if !self.enabled {
-            return;
-        }
+        let Some(link) = &self.link else { return };
         let mut states = vec![NotifyState::Reloading];
         // MONOTONIC_USEC comes from CLOCK_MONOTONIC; without it the reload still works
         // on systemd 252 and is merely less precise on ≥ 253.
@@ -85,25 +135,33 @@ impl Systemd {
             states.push(now);
         }
         states.push(NotifyState::Status("reloading the configuration"));
-        send(&states);
+        link.send(&states);
     }
 
     /// `READY=1` after a reload was applied or rejected.
     pub fn reloaded(&self, board: &StatusBoard, now: SystemTime) {
-        if !self.enabled {
-            return;
-        }
+        let Some(link) = &self.link else { return };
         let line = status_line(&board.snapshot(), now);
-        send(&[NotifyState::Ready, NotifyState::Status(&line)]);
+        link.send(&[NotifyState::Ready, NotifyState::Status(&line)]);
     }
 
     /// `STOPPING=1` when shutdown begins.
     pub fn stopping(&self) {
-        if self.enabled {
-            send(&[
+        if let Some(link) = &self.link {
+            link.send(&[
                 NotifyState::Stopping,
                 NotifyState::Status("stopping: finishing any write in progress"),
             ]);
+        }
+    }
+
+    /// Lets queued messages (`STOPPING=1`) go out before the process exits, waiting at
+    /// most [`FLUSH_TIMEOUT`]. Call after the [`Systemd::spawn`] task has ended, since
+    /// it holds a handle to the queue.
+    pub fn finish(mut self) {
+        self.link = None;
+        if let Some(drained) = self.drained.take() {
+            let _ = drained.recv_timeout(FLUSH_TIMEOUT);
         }
     }
 }
@@ -115,7 +173,12 @@ fn watchdog_interval() -> Option<Duration> {
         .map(|d| d / WATCHDOG_FRACTION)
 }
 
-async fn supervise(board: Arc<StatusBoard>, clock: Arc<dyn Clock>, watchdog: Option<Duration>) {
+async fn supervise(
+    link: Link,
+    board: Arc<StatusBoard>,
+    clock: Arc<dyn Clock>,
+    watchdog: Option<Duration>,
+) {
     let mut changes = board.subscribe();
     let mut ready = false;
     let mut last_status = String::new();
@@ -130,11 +193,11 @@ async fn supervise(board: Arc<StatusBoard>, clock: Arc<dyn Clock>, watchdog: Opt
             ready = true;
             last_status = status_line(&board.snapshot(), clock.now());
             tracing::info!("every key delivered once: telling systemd READY=1");
-            send(&[NotifyState::Ready, NotifyState::Status(&last_status)]);
+            link.send(&[NotifyState::Ready, NotifyState::Status(&last_status)]);
         } else {
             let line = status_line(&board.snapshot(), clock.now());
             if line != last_status {
-                send(&[NotifyState::Status(&line)]);
+                link.send(&[NotifyState::Status(&line)]);
                 last_status = line;
             }
         }
@@ -146,7 +209,7 @@ async fn supervise(board: Arc<StatusBoard>, clock: Arc<dyn Clock>, watchdog: Opt
                     return;
                 }
             }
-            () = tick(ticker.as_mut()) => send(&[NotifyState::Watchdog]),
+            () = tick(ticker.as_mut()) => link.send(&[NotifyState::Watchdog]),
         }
     }
 }
@@ -157,12 +220,6 @@ async fn tick(ticker: Option<&mut tokio::time::Interval>) {
             t.tick().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-fn send(states: &[NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!(error = %e, "cannot send a systemd notification");
     }
 }
 
@@ -275,7 +332,11 @@ mod tests {
 
     #[test]
     fn no_op_without_notify_socket() {
-        let s = Systemd { enabled: false };
+        let s = Systemd {
+            link: None,
+            drained: None,
+        };
+        assert!(!s.enabled());
         let b = Arc::new(board());
         assert!(
             s.spawn(b.clone(), Arc::new(crate::clock::FakeClock::new(t(0))))
@@ -284,5 +345,6 @@ mod tests {
         s.reloading();
         s.reloaded(&b, t(0));
         s.stopping();
+        s.finish();
     }
 }

@@ -207,7 +207,10 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     state.keys.stop().await;
     for task in [notifier, health].into_iter().flatten() {
         task.abort();
+        // Returns once the task is gone (it holds the notifier's queue).
+        let _ = task.await;
     }
+    systemd.finish();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

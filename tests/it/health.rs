@@ -787,3 +787,48 @@ for f in text_string_to_metric_families(open(sys.argv[1]).read()):
         );
     }
 }
+
+/// A service manager that never reads its socket (its queue holds 10 datagrams) must
+/// not stall the daemon: it still serves, refreshes and stops promptly.
+#[test]
+fn a_notify_socket_nobody_reads_does_not_stall_the_daemon() {
+    let env = TestEnv::new();
+    let server = credential_endpoint(Arc::new(AtomicBool::new(false)), Duration::ZERO);
+    let port = free_port();
+    let (config, key) = short_key_config(&env, port);
+    let notify = NotifySocket::bind(env.path());
+    let mut daemon = Daemon::start(
+        &env,
+        &server,
+        &config,
+        &[
+            ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
+            // A ping every 10 ms: the socket's queue is full within a tenth of a second.
+            ("WATCHDOG_USEC", "20000"),
+        ],
+    );
+    let first = wait_for(Duration::from_secs(10), || {
+        holds_valid_key(&key).then(|| std::fs::read_to_string(&key).unwrap())
+    })
+    .unwrap_or_else(|| panic!("no key\n{}", daemon.log()));
+    // Well past the point where sends would block: a refresh still happens (every
+    // 3 s) and the endpoint still answers.
+    let rotated = wait_for(Duration::from_secs(10), || {
+        let now = std::fs::read_to_string(&key).ok()?;
+        (now != first && holds_valid_key(&key)).then_some(())
+    });
+    assert!(rotated.is_some(), "no refresh\n{}", daemon.log());
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    let stop = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let status = wait_for(Duration::from_secs(10), || daemon.child.try_wait().unwrap())
+        .unwrap_or_else(|| panic!("did not stop\n{}", daemon.log()));
+    assert!(status.success());
+    // At most the one-second flush of queued notifications, plus slack.
+    assert!(
+        stop.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        stop.elapsed()
+    );
+    drop(notify);
+}
