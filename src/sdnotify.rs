@@ -77,7 +77,7 @@ impl Systemd {
             link: None,
             drained: None,
         };
-        if !std::env::var_os("NOTIFY_SOCKET").is_some_and(|v| !v.is_empty()) {
+        if std::env::var_os("NOTIFY_SOCKET").is_none_or(|v| v.is_empty()) {
             return disabled;
         }
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<String>>(QUEUE);
