@@ -275,7 +275,7 @@ impl ProcessStats {
     pub fn read() -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest = &stat[stat.rfind(')')? + 2..];
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // proc(5) numbers fields from 1 with the pid; `rest` starts at field 3 (state).
         let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
