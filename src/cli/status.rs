@@ -356,6 +356,19 @@ fn read_file(
     let bytes = Zeroizing::new(std::fs::read(path).map_err(unreadable)?);
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ("invalid", "holds no valid key: not UTF-8 text".to_owned()))?;
+    if let Some(var) = variable {
+        // An env-file the daemon has not written yet: say which line is missing
+        // rather than that some other line is not a key.
+        let assigns = text.lines().any(|l| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("export ").unwrap_or(l).trim_start();
+            l.strip_prefix(var)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        });
+        if !assigns {
+            return Err(("missing", format!("no {var}= line in it")));
+        }
+    }
     extract_key(text, variable)
         .map(Zeroizing::new)
         .map_err(|e| ("invalid", format!("holds no valid key: {e}")))

@@ -240,6 +240,13 @@ fn config_mode_judges_each_key_by_its_policy_like_readyz() {
         )),
         "{err}"
     );
+    std::fs::write(&f.env_file, "# app\nOTHER=1\n").unwrap();
+    let (code, err) = run(&["--min-valid", "1m"]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("(AWS_BEARER_TOKEN_BEDROCK): no AWS_BEARER_TOKEN_BEDROCK= line in it"),
+        "{err}"
+    );
     // A broken config is a config error (78), not a failed probe.
     std::fs::write(&config, "[[key]]\nnam = 1\n").unwrap();
     assert_eq!(run(&[]).0, 78);
