@@ -5,7 +5,7 @@
 //!   says so), never before: units ordered `After=bedrock-keyd.service` start with a
 //!   key in place. Keys that keep failing keep the unit "activating" until systemd's
 //!   `TimeoutStartSec=` decides.
-//! - `STATUS=` follows the board: "3 keys fresh; next refresh …", "waiting for the
+//! - `STATUS=` follows the board: "3 keys fresh; next refresh …", "minting the
 //!   first key: …", "key x failing: …". Only changes are sent.
 //! - `WATCHDOG=1` every half `WATCHDOG_USEC` (systemd's own recommendation), from a
 //!   task on the daemon's runtime: a wedged runtime stops pinging and systemd
@@ -16,8 +16,9 @@
 //!   "the daemon is serving its config"; per-key health is `STATUS=` and `/readyz`.
 //! - `STOPPING=1` when SIGTERM/SIGINT arrives.
 //!
-//! Everything is a no-op when `NOTIFY_SOCKET` is unset. A send that fails is logged
-//! at debug and otherwise ignored: losing a status line must never stop the daemon.
+//! Everything is a no-op when `NOTIFY_SOCKET` is unset. Datagrams are sent by a thread
+//! of their own (see [`Systemd`]); a send that fails is logged at debug and otherwise
+//! ignored: losing a status line must never stop the daemon.
 //! Messages never carry a key: only names, counts, instants and error causes.
 
 use std::collections::BTreeMap;
