@@ -9,6 +9,7 @@ mod inspect;
 mod mint;
 mod once;
 mod run;
+mod status;
 
 use std::process::ExitCode;
 
@@ -71,6 +72,7 @@ enum Command {
     Once(Box<once::OnceArgs>),
     Run(Box<run::RunArgs>),
     Exec(Box<exec::ExecArgs>),
+    Status(status::StatusArgs),
 }
 
 /// Everything a command can fail with, each mapped to one exit code.
@@ -84,6 +86,9 @@ pub enum CliError {
     KeyExpired(String),
     #[error("{0}")]
     KeyUnreadable(String),
+    /// `status`: one or more sinks hold no key valid long enough (one line each).
+    #[error("{0}")]
+    Probe(String),
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialsError),
     #[error(transparent)]
@@ -132,7 +137,9 @@ impl CliError {
         use crate::credentials::CredentialsError as C;
         match self {
             Self::Usage(_) => exit::USAGE,
-            Self::KeyInvalid(_) | Self::KeyExpired(_) | Self::KeyUnreadable(_) => exit::KEY_INVALID,
+            Self::KeyInvalid(_) | Self::KeyExpired(_) | Self::KeyUnreadable(_) | Self::Probe(_) => {
+                exit::KEY_INVALID
+            }
             Self::Credentials(C::NoRegion { .. } | C::BadRegion(_)) => exit::CONFIG,
             Self::Credentials(_) => exit::CREDENTIALS,
             Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
@@ -151,7 +158,8 @@ impl Cli {
             Command::Mint(_)
             | Command::Inspect(_)
             | Command::Check(_)
-            | Command::Completions(_) => "warn",
+            | Command::Completions(_)
+            | Command::Status(_) => "warn",
             // `once` reports its milestones (key minted, sink written) like the daemon.
             Command::Once(_) | Command::Run(_) | Command::Exec(_) => "info",
         }
@@ -188,6 +196,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Once(args) => once::run(*args),
         Command::Run(args) => run::run(*args),
         Command::Exec(args) => exec::run(*args),
+        Command::Status(args) => status::run(args),
     }
 }
 

@@ -12,8 +12,15 @@
 //!
 //! Bursts of file events are debounced, so an editor's write-rename-chmod dance gives
 //! one reload.
+//!
+//! Operations: under systemd ([`crate::sdnotify`]) `READY=1` follows the first
+//! complete delivery of every key, reloads are bracketed by `RELOADING=1`/`READY=1`,
+//! and shutdown starts with `STOPPING=1`. With `listen` set, [`crate::health`] serves
+//! `/healthz`, `/readyz` and `/metrics` (bound once at start; a reload that changes
+//! `listen` is logged and takes effect at the next start).
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,6 +39,7 @@ use crate::daemon::{
 };
 use crate::notify::Dependents;
 use crate::schedule::Backoff;
+use crate::sdnotify::Systemd;
 use crate::watch::{self, Change, Targets, Watches};
 
 /// Editors replace a file in several steps; reload once they are done.
@@ -63,6 +71,25 @@ const AWS_FILES_DEBOUNCE: Duration = Duration::from_secs(1);
 pub struct RunArgs {
     #[command(flatten)]
     keys: KeyFlags,
+
+    /// Serve /healthz, /readyz and /metrics on this IP address and port, e.g.
+    /// 127.0.0.1:9464 (single-key mode; with a config file, set `listen` there)
+    /// [default: no listener].
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+}
+
+/// As the config file's `listen`: an IP address and a non-zero port, no host names.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address and port such as 127.0.0.1:9464"))?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{s:?} has port 0; give the port to scrape, e.g. 9464"
+        ));
+    }
+    Ok(addr)
 }
 
 impl RunArgs {
@@ -72,7 +99,16 @@ impl RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
-    let (location, config) = args.keys.resolve()?;
+    let (location, mut config) = args.keys.resolve()?;
+    if let Some(addr) = args.listen {
+        if let Some(location) = &location {
+            return Err(CliError::Usage(format!(
+                "--listen only applies to a single key given by --file, --env-file or --keyring; with a config file ({}), set listen there",
+                location.path.display()
+            )));
+        }
+        config.listen = Some(addr);
+    }
     block_on(async move {
         let status = Arc::new(StatusBoard::new());
         let rt = Runtime {
@@ -98,6 +134,17 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut hup = signal(SignalKind::hangup()).map_err(signal_error)?;
 
+    // Bound before any key starts, so a taken port fails the start at once.
+    let health = match config.listen {
+        Some(addr) => Some(
+            crate::health::spawn(addr, rt.status.clone(), rt.clock.clone())
+                .await
+                .map_err(|e| CliError::Runtime(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let systemd = Systemd::from_env();
+
     let config_path = location.as_ref().map(|l| l.path.clone());
     let (tx, mut changes) = mpsc::unbounded_channel();
     let mut state = State {
@@ -105,6 +152,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         watches: start_watches(config_path.as_deref(), &config, tx.clone()),
         config,
     };
+    let notifier = systemd.spawn(rt.status.clone(), rt.clock.clone());
     tracing::info!(
         keys = state.config.keys.len(),
         config = %config_path.as_deref().map_or_else(|| "command-line flags".into(), |p| p.display().to_string()),
@@ -120,10 +168,12 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!("SIGTERM: finishing any write in progress, then exiting");
+                systemd.stopping();
                 break;
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: finishing any write in progress, then exiting");
+                systemd.stopping();
                 break;
             }
             _ = hup.recv() => {
@@ -132,7 +182,9 @@ pub async fn serve<B: Backend, D: OnDelivered>(
             () = sleep_until(hup_at) => {
                 hup_at = None;
                 tracing::info!("SIGHUP: reloading the config and re-minting every key");
+                systemd.reloading();
                 state.reload(&rt, config_path.as_deref(), true, &tx).await;
+                systemd.reloaded(&rt.status, rt.clock.now());
             }
             Some(change) = changes.recv() => match change {
                 Change::Config => reload_at = Some(Instant::now() + CONFIG_DEBOUNCE),
@@ -145,7 +197,9 @@ pub async fn serve<B: Backend, D: OnDelivered>(
             () = sleep_until(reload_at) => {
                 reload_at = None;
                 tracing::info!("the config file changed on disk; reloading");
+                systemd.reloading();
                 state.reload(&rt, config_path.as_deref(), false, &tx).await;
+                systemd.reloaded(&rt.status, rt.clock.now());
             }
             () = sleep_until(restore_at) => {
                 restore_at = None;
@@ -162,6 +216,12 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     }
     drop(state.watches);
     state.keys.stop().await;
+    for task in [notifier, health].into_iter().flatten() {
+        task.abort();
+        // Returns once the task is gone (it holds the notifier's queue).
+        let _ = task.await;
+    }
+    systemd.finish();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -206,6 +266,13 @@ impl State {
         keys.stop().await;
         self.keys = KeySet::start(rt, &new.keys);
         self.watches = start_watches(Some(path), &new, tx.clone());
+        if new.listen != self.config.listen {
+            // The listener is bound once at start and not rebound: scrapers keep a
+            // working target until an operator restarts on purpose.
+            tracing::warn!(
+                "`listen` changed; the health/metrics listener keeps its address until a restart"
+            );
+        }
         tracing::info!(keys = new.keys.len(), "config reloaded");
         self.config = new;
     }
