@@ -97,7 +97,7 @@ pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_ROLE_SESSION_NAME: &str = "bedrock-keyd";
 
 /// What the user asked for; `None` fields fall back to the SDK's default chains.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SourceSpec {
     /// Shared-config profile (`--profile`, `profile = …`). When set, that profile is
     /// the only source (environment credentials are not consulted), as with the AWS CLI.
@@ -235,6 +235,25 @@ pub trait CredentialSource: Send + Sync + 'static {
     /// Forget any cached credentials, so the next call fetches anew (e.g. after
     /// `~/.aws/credentials` or the SSO cache changed on disk).
     fn invalidate(&self) {}
+}
+
+/// A shared source is a source: keys with the same [`SourceSpec`] share one, and so
+/// share its cached credentials (one STS session for a thousand keys, not a thousand).
+impl<S: CredentialSource> CredentialSource for std::sync::Arc<S> {
+    fn region(&self) -> &Region {
+        (**self).region()
+    }
+
+    fn credentials(
+        &self,
+        want_valid_for: Duration,
+    ) -> impl std::future::Future<Output = Result<Credentials, CredentialsError>> + Send {
+        (**self).credentials(want_valid_for)
+    }
+
+    fn invalidate(&self) {
+        (**self).invalidate()
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, CliError> {
         let status = Arc::new(StatusBoard::new());
         let (tx, rx) = watch::channel(None);
         let rt = Runtime {
-            backend: Arc::new(SystemBackend),
+            backend: Arc::new(SystemBackend::default()),
             dependents: Arc::new(Handover {
                 dependents: Dependents::new(status.clone()),
                 name: name.clone(),

@@ -112,7 +112,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     block_on(async move {
         let status = Arc::new(StatusBoard::new());
         let rt = Runtime {
-            backend: Arc::new(SystemBackend),
+            backend: Arc::new(SystemBackend::default()),
             dependents: Arc::new(Dependents::new(status.clone())),
             clock: Arc::new(SystemClock::new()) as Arc<dyn Clock>,
             jitter: random_jitter(),
@@ -243,9 +243,9 @@ impl State {
         tx: &mpsc::UnboundedSender<Change>,
     ) {
         let Some(path) = path else {
-            // Single-key mode: nothing to re-read.
+            // Single-key mode: no config to re-read; credentials and keys anew.
             if forced {
-                self.keys.broadcast(Command::RefreshNow);
+                self.keys.broadcast(Command::ReloadCredentials);
             }
             return;
         };
@@ -258,12 +258,15 @@ impl State {
         };
         if new == self.config {
             if forced {
-                self.keys.broadcast(Command::RefreshNow);
+                // Same config: re-read credentials too (an operator may have fixed
+                // ~/.aws before `systemctl reload`), then re-mint.
+                self.keys.broadcast(Command::ReloadCredentials);
             }
             return;
         }
         let keys = std::mem::replace(&mut self.keys, KeySet::empty());
         keys.stop().await;
+        rt.backend.reset().await;
         self.keys = KeySet::start(rt, &new.keys);
         self.watches = start_watches(Some(path), &new, tx.clone());
         if new.listen != self.config.listen {

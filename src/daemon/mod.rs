@@ -43,6 +43,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A writer for `spec`.
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError>;
+
+    /// Forget whatever was built from the previous config (a reload starts afresh).
+    fn reset(&self) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Called after every sink of a key holds a new key (dependents are told here).
@@ -244,7 +249,7 @@ struct Parts<S> {
 impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
     async fn run(mut self) {
         let name = self.config.name.to_string();
-        let mut parts = Parts {
+        let mut parts: Parts<B::Source> = Parts {
             source: None,
             sinks: Vec::new(),
         };
@@ -271,8 +276,10 @@ impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
                         while let Ok(more) = self.commands.try_recv() {
                             pending.push(more);
                         }
-                        if pending.contains(&Command::ReloadCredentials) {
-                            parts.source = None;
+                        if pending.contains(&Command::ReloadCredentials)
+                            && let Some(source) = &parts.source
+                        {
+                            source.invalidate();
                         }
                         if pending.iter().any(|c| matches!(c, Command::RefreshNow | Command::ReloadCredentials)) {
                             due = tokio::time::Instant::now();
@@ -389,7 +396,7 @@ impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
                 .map_err(|e| RefreshError::Sinks(vec![e]))?;
         }
         // Built once and kept: the source caches credentials and decides itself
-        // when to fetch again. Dropped on ReloadCredentials.
+        // when to fetch again. Invalidated on ReloadCredentials.
         let source = match parts.source.take() {
             Some(source) => source,
             None => self.rt.backend.source(&self.config.source).await?,
@@ -477,13 +484,33 @@ pub fn random_jitter() -> Jitter {
 }
 
 /// The real world: SDK credential sources and the file, env-file and keyring sinks.
-pub struct SystemBackend;
+///
+/// Keys with the same source spec share one [`SdkSource`](crate::credentials::SdkSource),
+/// built once: a thousand keys signed by one role hold one role session and one SDK
+/// setup, not a thousand.
+#[derive(Default)]
+pub struct SystemBackend {
+    sources: tokio::sync::Mutex<
+        std::collections::HashMap<SourceSpec, Arc<crate::credentials::SdkSource>>,
+    >,
+}
 
 impl Backend for SystemBackend {
-    type Source = crate::credentials::SdkSource;
+    type Source = Arc<crate::credentials::SdkSource>;
 
     async fn source(&self, spec: &SourceSpec) -> Result<Self::Source, CredentialsError> {
-        crate::credentials::SdkSource::new(spec).await
+        // Held across the build, so keys starting together wait for one build.
+        let mut sources = self.sources.lock().await;
+        if let Some(source) = sources.get(spec) {
+            return Ok(source.clone());
+        }
+        let source = Arc::new(crate::credentials::SdkSource::new(spec).await?);
+        sources.insert(spec.clone(), source.clone());
+        Ok(source)
+    }
+
+    async fn reset(&self) {
+        self.sources.lock().await.clear();
     }
 
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
