@@ -65,14 +65,15 @@ pub use crate::config::LogFormat;
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    // In the order of the design contract: the service first, the tools after.
+    Run(Box<run::RunArgs>),
+    Once(Box<once::OnceArgs>),
     Mint(mint::MintArgs),
     Inspect(inspect::InspectArgs),
-    Check(check::CheckArgs),
-    Completions(completions::CompletionsArgs),
-    Once(Box<once::OnceArgs>),
-    Run(Box<run::RunArgs>),
-    Exec(Box<exec::ExecArgs>),
     Status(status::StatusArgs),
+    Check(check::CheckArgs),
+    Exec(Box<exec::ExecArgs>),
+    Completions(completions::CompletionsArgs),
 }
 
 /// Everything a command can fail with, each mapped to one exit code.
