@@ -90,3 +90,100 @@ proptest! {
         let _ = decode(&key);
     }
 }
+
+const VALID_CONFIG: &str = r#"
+log_format = "json"
+listen = "127.0.0.1:9464"
+
+[defaults]
+region = "us-east-1"
+lifetime = "12h"
+refresh_at = 0.5
+jitter = 0.1
+min_remaining = "5m"
+
+[[key]]
+name = "default"
+profile = "prod"
+role_arn = "arn:aws:iam::123456789012:role/bedrock-invoke"
+external_id = "example-external-id"
+
+  [[key.sink]]
+  type = "file"
+  path = "/run/bedrock-keyd/default.key"
+  format = "json"
+  mode = "0640"
+
+  [[key.sink]]
+  type = "env-file"
+  path = "/etc/myapp/bedrock.env"
+
+  [[key.notify]]
+  pid_file = "/run/myapp.pid"
+  signal = "HUP"
+"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// The config parser never panics, and every refusal says where: `file:line:col`.
+    #[test]
+    fn config_parser_never_panics_and_locates_errors(text in "\\PC{0,400}") {
+        let path = std::path::Path::new("/etc/bedrock-keyd/config.toml");
+        if let Err(e) = bedrock_keyd::config::parse(&text, path) {
+            let msg = e.to_string();
+            prop_assert!(msg.starts_with("/etc/bedrock-keyd/config.toml"), "{msg}");
+        }
+    }
+
+    /// Near-misses of a valid config (a character deleted, replaced or inserted
+    /// anywhere) are accepted or refused with a located error; never a panic.
+    #[test]
+    fn config_parser_handles_mutations_of_a_valid_config(
+        at in 0usize..VALID_CONFIG.len(),
+        op in 0u8..3,
+        ch in proptest::char::any(),
+    ) {
+        let mut text: Vec<char> = VALID_CONFIG.chars().collect();
+        let at = at.min(text.len().saturating_sub(1));
+        match op {
+            0 => { text.remove(at); }
+            1 => text[at] = ch,
+            _ => text.insert(at, ch),
+        }
+        let text: String = text.into_iter().collect();
+        let path = std::path::Path::new("/c.toml");
+        if let Err(e) = bedrock_keyd::config::parse(&text, path) {
+            let msg = e.to_string();
+            prop_assert!(msg.starts_with("/c.toml:"), "{msg}");
+            // line:col follow the path
+            let rest = &msg["/c.toml:".len()..];
+            prop_assert!(rest.split(':').next().unwrap().parse::<usize>().is_ok(), "{msg}");
+        }
+    }
+}
+
+#[test]
+fn the_valid_config_used_above_is_valid() {
+    bedrock_keyd::config::parse(VALID_CONFIG, std::path::Path::new("/c.toml")).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// The env-file merger never panics on arbitrary bytes; when it accepts a file,
+    /// the variable then holds the key.
+    #[test]
+    fn env_file_merge_never_panics(
+        text in proptest::collection::vec(any::<u8>(), 0..600),
+        lines in proptest::collection::vec("(export )?[A-Z_]{1,8}=[\"']?[ -~]{0,20}[\"']?|#[ -~]{0,20}|", 0..8),
+    ) {
+        use bedrock_keyd::sink::envfile::{merge, value_of};
+        const KEY: &str = "bedrock-api-key-QUJD";
+        for input in [text, lines.join("\n").into_bytes(), lines.join("\r\n").into_bytes()] {
+            if let Ok(out) = merge(&input, "AWS_BEARER_TOKEN_BEDROCK", KEY) {
+                prop_assert_eq!(value_of(&out, "AWS_BEARER_TOKEN_BEDROCK"), Some(KEY));
+            }
+        }
+    }
+}
