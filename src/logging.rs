@@ -6,7 +6,7 @@
 //! HTTP layers of the AWS SDK are dropped below a floor, whatever `RUST_LOG` says.
 
 use tracing::{Level, Metadata};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::prelude::*;
 
@@ -39,8 +39,7 @@ pub enum Format {
 
 /// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset.
 pub fn init(default_level: &str, format: Format) {
-    let env = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},{QUIET_BY_DEFAULT}")));
+    let env = from_env(default_level);
     let registry = tracing_subscriber::registry()
         .with(env)
         .with(secret_safe_floor());
@@ -53,6 +52,25 @@ pub fn init(default_level: &str, format: Format) {
         Format::Text => registry.with(fmt).try_init(),
         Format::Json => registry.with(fmt.json()).try_init(),
     };
+}
+
+/// `RUST_LOG` as `target=level` directives and a bare default level (`debug`,
+/// `info,bedrock_keyd=trace`): tracing-subscriber's `Targets`, which needs no regex
+/// engine, unlike `EnvFilter` (about a megabyte of binary for span-field filters
+/// nobody uses on this daemon). An unparsable `RUST_LOG` is reported and ignored.
+fn from_env(default_level: &str) -> Targets {
+    let fallback = || -> Targets {
+        format!("{default_level},{QUIET_BY_DEFAULT}")
+            .parse()
+            .unwrap_or_default()
+    };
+    match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => spec.parse().unwrap_or_else(|e| {
+            eprintln!("bedrock-keyd: ignoring RUST_LOG={spec:?}: {e}");
+            fallback()
+        }),
+        _ => fallback(),
+    }
 }
 
 /// A filter that drops events above the per-target floor in [`SECRET_SAFE_FLOOR`].
