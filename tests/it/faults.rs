@@ -113,6 +113,20 @@ impl Setup {
             .env("RUST_LOG", "info");
     }
 
+    /// `run` with the endpoint, in a private mount namespace, after `mount` (a shell
+    /// command with the sink directory as `$0`) ran there. Mounts vanish with it.
+    fn run_in_namespace(&self, server: &FakeServer, mount: &str) -> Command {
+        let mut cmd = self.command("unshare");
+        self.endpoint_env(&mut cmd, server);
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!("{mount} && exec \"$@\""))
+            .arg(&self.dir)
+            .arg(util::bin())
+            .args(["run", "--config"])
+            .arg(&self.config);
+        cmd
+    }
+
     fn start(&self, cmd: Command) -> Daemon {
         Daemon::spawn(cmd, self.env.path().join("daemon.log"))
     }
@@ -570,6 +584,52 @@ fn an_immutable_sink_directory_keeps_the_key_then_recovers() {
     daemon.stop();
 }
 
+/// Runs `mount args…` in the daemon's mount namespace.
+fn mount_in(daemon: &Daemon, args: &[&OsStr]) {
+    let out = Command::new("nsenter")
+        .arg("-t")
+        .arg(daemon.pid().to_string())
+        .args(["-m", "mount"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", util::stderr(&out));
+}
+
+#[test]
+fn a_read_only_sink_mount_keeps_the_key_then_recovers() {
+    let _load = beside_others();
+    if !is_root() {
+        return util::skip("bind mounts need root");
+    }
+    let setup = Setup::new("20s", 0.15, "");
+    let server = FakeServer::start(good_credentials);
+    // A bind mount of the sink directory onto itself, private to the daemon, that is
+    // then remounted read-only (EROFS) and read-write again.
+    let mut daemon = setup.start(setup.run_in_namespace(&server, "mount --bind \"$0\" \"$0\""));
+    let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
+    let dir = setup.dir.as_os_str();
+    mount_in(&daemon, &["-o".as_ref(), "remount,bind,ro".as_ref(), dir]);
+    let line = failure_keeping(
+        &mut daemon,
+        &setup.key,
+        ENDPOINT_KEY_ID,
+        &k1,
+        &["creating a temp file in", "Read-only file system"],
+        Duration::from_secs(10),
+    );
+    assert!(line.contains("will retry"), "{line}");
+    mount_in(&daemon, &["-o".as_ref(), "remount,bind,rw".as_ref(), dir]);
+    new_key(
+        &mut daemon,
+        &setup.key,
+        ENDPOINT_KEY_ID,
+        &k1,
+        Duration::from_secs(10),
+    );
+    daemon.stop();
+}
+
 #[test]
 fn a_full_sink_file_system_keeps_the_key_then_recovers() {
     let _load = beside_others();
@@ -581,15 +641,9 @@ fn a_full_sink_file_system_keeps_the_key_then_recovers() {
     // The daemon runs in its own mount namespace with a 64 KiB tmpfs over the sink
     // directory; the mount vanishes with it. The test reaches that tmpfs through
     // /proc/PID/root, which resolves paths in the daemon's namespace.
-    let mut cmd = setup.command("unshare");
-    setup.endpoint_env(&mut cmd, &server);
-    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg("mount -t tmpfs -o size=64k,mode=0700 tmpfs \"$0\" && exec \"$@\"")
-        .arg(&setup.dir)
-        .arg(util::bin())
-        .args(["run", "--config"])
-        .arg(&setup.config);
-    let mut daemon = setup.start(cmd);
+    let mut daemon = setup.start(
+        setup.run_in_namespace(&server, "mount -t tmpfs -o size=64k,mode=0700 tmpfs \"$0\""),
+    );
     let inside = PathBuf::from(format!("/proc/{}/root", daemon.pid()))
         .join(setup.dir.strip_prefix("/").expect("an absolute temp dir"));
     let key = inside.join("k.key");
