@@ -8,8 +8,9 @@
 //!
 //! Keys live 20 s and are refreshed after 3 s (`refresh_at = 0.15`), so the first
 //! refresh fails within seconds while the last good key stays valid for the whole
-//! test. Root-only faults (`chattr +i`, a tiny tmpfs inside `unshare -m`) skip when
-//! not root. Clock jumps and SIGHUP storms are covered in `daemon_sim.rs` and
+//! test. Root-only faults (`chattr +i`; a tiny tmpfs or a read-only bind mount, both
+//! inside the daemon's own `unshare -m` namespace, so nothing leaks) skip when not
+//! root, and fail under `BEDROCK_KEYD_REQUIRE_ALL=1`. Clock jumps and SIGHUP storms are covered in `daemon_sim.rs` and
 //! `daemon_run.rs`.
 
 use std::collections::BTreeSet;
