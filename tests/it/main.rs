@@ -14,6 +14,7 @@ mod credentials;
 mod daemon_run;
 mod daemon_sim;
 mod exec;
+mod faults;
 mod health;
 mod interop;
 mod keyring;
