@@ -158,20 +158,8 @@ impl KeyConfig {
             }
             seen.push(target);
         }
-        if policy.min_remaining() >= lifetime.get() {
-            return Err(format!(
-                "min_remaining {} must be shorter than the lifetime {lifetime}",
-                crate::duration::format(policy.min_remaining())
-            ));
-        }
-        Ok(Self {
-            name,
-            source,
-            lifetime,
-            policy,
-            sinks,
-            notify,
-        })
+        let key = Self::without_sinks(name, source, lifetime, policy, notify)?;
+        Ok(Self { sinks, ..key })
     }
 }
 
