@@ -674,6 +674,56 @@ pub fn parse_role_session_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+// Role parameters, checked before STS sees them (one set of rules for the command
+// line and the config file).
+
+/// `arn:PARTITION:iam::ACCOUNT:role/NAME`.
+pub fn parse_role_arn(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && !parts[1].is_empty()
+        && parts[2] == "iam"
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not an IAM role ARN such as \"arn:aws:iam::123456789012:role/bedrock-invoke\""
+        ))
+    }
+}
+
+/// STS: 2–1224 characters of `[\w+=,.@:/-]`.
+pub fn parse_external_id(s: &str) -> Result<String, String> {
+    let ok = (2..=1224).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("is not a valid external id (2 to 1224 of letters, digits and _+=,.@:/-)".to_owned())
+    }
+}
+
+/// STS: 2–64 characters of `[\w+=,.@-]`.
+pub fn parse_role_session_name(s: &str) -> Result<String, String> {
+    let ok = (2..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a role session name (2 to 64 of letters, digits and _+=,.@-)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

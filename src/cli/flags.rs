@@ -34,11 +34,11 @@ pub struct CredentialFlags {
 
     /// IAM role to assume (STS AssumeRole) with the credentials found; keys are then
     /// signed with the role session and last no longer than it.
-    #[arg(long, value_name = "ARN")]
+    #[arg(long, value_name = "ARN", value_parser = role_arn)]
     pub role_arn: Option<String>,
 
     /// External id required by the role's trust policy (with --role-arn).
-    #[arg(long, value_name = "ID", requires = "role_arn")]
+    #[arg(long, value_name = "ID", requires = "role_arn", value_parser = external_id)]
     pub external_id: Option<String>,
 
     /// STS session name, visible in CloudTrail (with --role-arn) [default: bedrock-keyd].
@@ -65,18 +65,16 @@ impl CredentialFlags {
     }
 }
 
-/// STS accepts 2 to 64 characters of `[A-Za-z0-9_+=,.@-]`; checking here turns a
-/// late STS ValidationError into a usage error.
 fn session_name(name: &str) -> Result<String, String> {
-    let ok = (2..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err("2 to 64 characters of letters, digits and _+=,.@- expected".to_owned())
-    }
+    crate::credentials::parse_role_session_name(name)
+}
+
+fn role_arn(arn: &str) -> Result<String, String> {
+    crate::credentials::parse_role_arn(arn)
+}
+
+fn external_id(id: &str) -> Result<String, String> {
+    crate::credentials::parse_external_id(id)
 }
 
 fn session_duration(text: &str) -> Result<Duration, String> {

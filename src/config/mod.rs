@@ -514,7 +514,7 @@ fn validate_key(
     let role_arn = raw
         .role_arn
         .as_ref()
-        .map(|v| spanned(v, &field("role_arn"), validate_role_arn))
+        .map(|v| spanned(v, &field("role_arn"), crate::credentials::parse_role_arn))
         .transpose()?
         .map(|(arn, _)| arn);
     for (value, name) in [
@@ -535,13 +535,25 @@ fn validate_key(
     let external_id = raw
         .external_id
         .as_ref()
-        .map(|v| spanned(v, &field("external_id"), validate_external_id))
+        .map(|v| {
+            spanned(
+                v,
+                &field("external_id"),
+                crate::credentials::parse_external_id,
+            )
+        })
         .transpose()?
         .map(|(v, _)| v);
     let role_session_name = raw
         .role_session_name
         .as_ref()
-        .map(|v| spanned(v, &field("role_session_name"), validate_session_name))
+        .map(|v| {
+            spanned(
+                v,
+                &field("role_session_name"),
+                crate::credentials::parse_role_session_name,
+            )
+        })
         .transpose()?
         .map(|(v, _)| v);
     let role_session_duration = raw
@@ -1053,53 +1065,6 @@ fn validate_profile(value: &Spanned<String>, field: &str) -> Result<(), SpannedE
         }
     })
     .map(|_| ())
-}
-
-/// `arn:PARTITION:iam::ACCOUNT:role/NAME`.
-fn validate_role_arn(s: &str) -> Result<String, String> {
-    let parts: Vec<&str> = s.splitn(6, ':').collect();
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && !parts[1].is_empty()
-        && parts[2] == "iam"
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5]
-            .strip_prefix("role/")
-            .is_some_and(|n| !n.is_empty());
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "{s:?} is not an IAM role ARN such as \"arn:aws:iam::123456789012:role/bedrock-invoke\""
-        ))
-    }
-}
-
-/// STS: 2–1224 characters of `[\w+=,.@:/-]`.
-fn validate_external_id(s: &str) -> Result<String, String> {
-    let ok = (2..=1224).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err("is not a valid external id (2 to 1224 of letters, digits and _+=,.@:/-)".to_owned())
-    }
-}
-
-/// STS: 2–64 characters of `[\w+=,.@-]`.
-fn validate_session_name(s: &str) -> Result<String, String> {
-    let ok = (2..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "{s:?} is not a role session name (2 to 64 of letters, digits and _+=,.@-)"
-        ))
-    }
 }
 
 /// An absolute path to a file: no `..`, no trailing `/`, no NUL.
