@@ -58,8 +58,12 @@ fn mint_formats() {
 #[test]
 fn mint_errors_are_one_line_with_contract_exit_codes() {
     let env = TestEnv::new();
-    // No region anywhere: configuration (78).
-    let out = env.cmd_with_example_creds().arg("mint").output().unwrap();
+    // No region anywhere: configuration (78). At the default log level, since what a
+    // user sees by default is the point.
+    let out = util::at_default_log_level(&mut env.cmd_with_example_creds())
+        .arg("mint")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", util::stderr(&out));
     let err = util::stderr(&out);
     assert!(

@@ -464,6 +464,11 @@ impl Moto {
             1,
             "sessions named {session_name}: {sessions:?}"
         );
+        for field in ["secret_access_key", "session_token"] {
+            if let Some(secret) = found[0][field].as_str() {
+                crate::leaks::register_secret(secret);
+            }
+        }
         found[0].clone()
     }
 }
@@ -635,6 +640,8 @@ const PROFILE_SECRET: &str = "profileStaticSecret/0123456789abcdefghijk";
 fn write_profiles(env: &TestEnv, process_expiry: &str) {
     let home = env.home();
     let script = env.path().join("creds-process.sh");
+    crate::leaks::register_secret("processSecret/0123456789abcdefghijklmn");
+    crate::leaks::register_secret("processSessionToken-0123456789");
     write_file(
         &script,
         &format!(
@@ -843,7 +850,11 @@ fn a_missing_profile_is_a_precise_error_with_exit_69() {
         // No region either: the profile is what is wrong, not the region.
         &["mint", "--profile", "nope"][..],
     ] {
-        let out = env.cmd().args(args).output().unwrap();
+        // At the default log level: the whole of stderr is the one line a user sees.
+        let out = util::at_default_log_level(&mut env.cmd())
+            .args(args)
+            .output()
+            .unwrap();
         let err = util::stderr(&out);
         assert_eq!(out.status.code(), Some(69), "{args:?}: {err}");
         assert_eq!(

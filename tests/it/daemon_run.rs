@@ -45,7 +45,6 @@ impl Daemon {
             .cmd()
             .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", server.url("/creds"))
             .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
-            .env("RUST_LOG", "info")
             .args(["run", "--config"])
             .arg(config)
             .stdout(Stdio::null())
@@ -319,6 +318,7 @@ fn changed_aws_credentials_files_re_mint() {
     let write_creds = |id: &str| {
         // Replace the file the way editors and `aws configure` do: write aside, rename.
         let tmp = aws.join("credentials.new");
+        crate::leaks::register_secret(&format!("secret-{id}"));
         std::fs::write(
             &tmp,
             format!("[work]\naws_access_key_id = {id}\naws_secret_access_key = secret-{id}\n"),

@@ -72,7 +72,6 @@ impl Exec {
         let log = env.path().join("exec.log");
         let child = env
             .cmd_with_example_creds()
-            .env("RUST_LOG", "info")
             .arg("exec")
             .args(args)
             .arg("--")

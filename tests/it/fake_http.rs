@@ -163,6 +163,8 @@ pub fn in_secs(secs: u64) -> (SystemTime, String) {
 }
 
 pub fn creds_json(id: &str, secret: &str, token: &str, expiration: &str) -> String {
+    crate::leaks::register_secret(secret);
+    crate::leaks::register_secret(token);
     serde_json::json!({
         "Code": "Success",
         "Type": "AWS-HMAC",

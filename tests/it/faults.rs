@@ -110,8 +110,7 @@ impl Setup {
         let token_file = self.env.path().join("pod-token");
         std::fs::write(&token_file, POD_TOKEN).unwrap();
         cmd.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", server.url("/creds"))
-            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
-            .env("RUST_LOG", "info");
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file);
     }
 
     /// `run` with the endpoint, in a private mount namespace, after `mount` (a shell
@@ -420,6 +419,8 @@ const THROTTLING: &str = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2
     <RequestId>x</RequestId></ErrorResponse>";
 
 fn assume_role_response() -> String {
+    crate::leaks::register_secret("faults-role-secret");
+    crate::leaks::register_secret("faults-role-session-token");
     format!(
         "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
          <AssumeRoleResult>\
@@ -455,7 +456,6 @@ fn sts_throttling_is_retryable_keeps_the_key_then_recovers() {
     let setup = Setup::new("20s", 0.15, &format!("role_arn = \"{ROLE_ARN}\"\n"));
     let mut cmd = setup.env.cmd_with_example_creds();
     cmd.env("AWS_ENDPOINT_URL_STS", server.url(""))
-        .env("RUST_LOG", "info")
         .args(["run", "--config"])
         .arg(&setup.config);
     let mut daemon = setup.start(cmd);

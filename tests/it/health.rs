@@ -57,8 +57,7 @@ impl Daemon {
         let log = env.path().join("daemon.log");
         let mut cmd = env.cmd();
         cmd.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", server.url("/creds"))
-            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
-            .env("RUST_LOG", "info");
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file);
         for (k, v) in extra {
             cmd.env(k, v);
         }

@@ -44,6 +44,7 @@ done
         .env("AWS_ACCESS_KEY_ID", util::EXAMPLE_ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", util::EXAMPLE_SECRET_ACCESS_KEY)
         .env("BKD", util::bin())
+        .env(env.log_env().0, env.log_env().1)
         // Unique per run: the kernel's persistent keyring is shared by every process
         // of the user, including a concurrent run of this test.
         .env("ACCOUNT", format!("alice-{}", std::process::id()))

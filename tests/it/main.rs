@@ -6,6 +6,7 @@
 //! machine, and fail when `BEDROCK_KEYD_REQUIRE_ALL=1` (as CI sets it).
 
 mod fake_http;
+mod leaks;
 mod util;
 
 mod check;

@@ -169,9 +169,8 @@ impl Daemon {
         use std::os::unix::process::CommandExt as _;
         let log = env.path().join("daemon.log");
         let mut cmd = env.cmd_with_example_creds();
-        cmd.env("RUST_LOG", "info")
-            // Must never reach a command dependent.
-            .env("AWS_BEARER_TOKEN_BEDROCK", "inherited-token-marker")
+        // Must never reach a command dependent.
+        cmd.env("AWS_BEARER_TOKEN_BEDROCK", "inherited-token-marker")
             .args(["run", "--config"])
             .arg(config)
             .stdout(Stdio::null())

@@ -427,6 +427,7 @@ fn script(env: &TestEnv, script: &str) -> Command {
         .env("AWS_ACCESS_KEY_ID", util::EXAMPLE_ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", util::EXAMPLE_SECRET_ACCESS_KEY)
         .env("BKD", util::bin())
+        .env(env.log_env().0, env.log_env().1)
         .current_dir(env.path());
     sh
 }
@@ -979,7 +980,11 @@ fn syscalls_happen_in_the_safe_order() {
     let write = find(create, &|l| {
         l.contains(&format!("write({fd}, \"bedrock-api-key-"))
     });
-    let sync = find(write, &|l| l.contains(&format!("fsync({fd})")));
+    // `fsync(9)`, or `fsync(9 <unfinished ...>` when another process's line cut in.
+    let fsync_of = |l: &str, fd: &str| {
+        l.contains(&format!("fsync({fd})")) || l.contains(&format!("fsync({fd} <unfinished"))
+    };
+    let sync = find(write, &|l| fsync_of(l, &fd));
     let rename = find(sync, &|l| l.contains("rename") && l.contains("/k\")"));
     let dir = env.path().to_str().unwrap().to_owned();
     let open_dir = find(rename, &|l| {
@@ -991,7 +996,7 @@ fn syscalls_happen_in_the_safe_order() {
         .unwrap()
         .trim()
         .to_owned();
-    let dir_sync = find(open_dir, &|l| l.contains(&format!("fsync({dir_fd})")));
+    let dir_sync = find(open_dir, &|l| fsync_of(l, &dir_fd));
     assert!(chown < chmod && chmod < write, "{trace}");
     assert!(
         write < sync && sync < rename && rename < dir_sync,

@@ -256,8 +256,10 @@ fn config_mode_judges_each_key_by_its_policy_like_readyz() {
 fn works_without_home_or_any_environment() {
     let env = TestEnv::new();
     let f = files(env.path());
-    // An exec probe in a scratch image: no HOME, no PATH, nothing.
-    let out = std::process::Command::new(util::bin())
+    // An exec probe in a scratch image: no HOME, no PATH, nothing. The real binary:
+    // the leak wrapper would add RUST_LOG and its log directory to the environment.
+    // Its stderr is asserted empty below, which covers leaks too.
+    let out = std::process::Command::new(util::real_bin())
         .env_clear()
         .args(["status", "--min-valid", "5m", "--file"])
         .arg(&f.valid)
@@ -288,7 +290,7 @@ fn keyring_sinks_are_read_through_the_keyring() {
     )
     .unwrap();
     let script = r#"
-"$BKD" status --config config.toml 2>&1; echo "before=$?"
+err=$("$BKD" status --config config.toml 2>&1); rc=$?; printf '%s\nbefore=%s\n' "$err" "$rc"
 "$BKD" once --config config.toml 2>/dev/null
 "$BKD" status --config config.toml --json; echo "after=$?"
 keyctl purge user "keyring:$ACCOUNT@bedrock-keyd-test" >/dev/null 2>&1 || true
@@ -303,6 +305,7 @@ keyctl purge user "keyring:$ACCOUNT@bedrock-keyd-test" >/dev/null 2>&1 || true
         .env("AWS_ACCESS_KEY_ID", util::EXAMPLE_ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", util::EXAMPLE_SECRET_ACCESS_KEY)
         .env("BKD", util::bin())
+        .env(env.log_env().0, env.log_env().1)
         .env("ACCOUNT", &account)
         .current_dir(env.path())
         .output()

@@ -10,8 +10,16 @@ use std::process::{Command, Output};
 pub const EXAMPLE_ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 pub const EXAMPLE_SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
-/// The built `bedrock-keyd` binary.
+/// `bedrock-keyd` as the tests run it: the leak-capturing wrapper around the built
+/// binary (`leaks.rs`). The process it starts must get `TestEnv::cmd()`'s environment,
+/// or at least `TestEnv::log_env()`.
 pub fn bin() -> PathBuf {
+    crate::leaks::wrapper()
+}
+
+/// The built binary itself, for the few tests that cannot go through the wrapper
+/// (each says why).
+pub fn real_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bedrock-keyd"))
 }
 
@@ -53,15 +61,23 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
 
 /// A private scratch environment: its own HOME (no ~/.aws of the developer leaks in),
 /// no AWS variables from the caller, and IMDS disabled so nothing leaves 127.0.0.1.
+/// When dropped at the end of a test, the stderr of every `bedrock-keyd` it started is
+/// checked for secrets (`leaks.rs`).
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
+    /// Outside `dir`, so that tests listing their directory see only their own files.
+    logs: tempfile::TempDir,
 }
 
 impl TestEnv {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        Self { dir }
+        let logs = tempfile::Builder::new()
+            .prefix("keyd-logs")
+            .tempdir()
+            .expect("temp dir");
+        Self { dir, logs }
     }
 
     pub fn path(&self) -> &Path {
@@ -72,6 +88,17 @@ impl TestEnv {
         self.dir.path().join("home")
     }
 
+    /// Where the wrapper copies the stderr of each `bedrock-keyd` this test starts.
+    pub fn logs(&self) -> PathBuf {
+        self.logs.path().to_owned()
+    }
+
+    /// The variable that sends a wrapped `bedrock-keyd`'s stderr to `logs()`, for
+    /// commands built without `cmd()`.
+    pub fn log_env(&self) -> (&'static str, PathBuf) {
+        (crate::leaks::LOG_DIR_VAR, self.logs())
+    }
+
     /// `bedrock-keyd` with a clean environment (PATH kept).
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(bin());
@@ -79,6 +106,7 @@ impl TestEnv {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home())
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env(crate::leaks::LOG_DIR_VAR, self.logs())
             .current_dir(self.path());
         cmd
     }
@@ -90,6 +118,21 @@ impl TestEnv {
             .env("AWS_SECRET_ACCESS_KEY", EXAMPLE_SECRET_ACCESS_KEY);
         cmd
     }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // A failing test already reports its own problem; the scan would only add noise.
+        if !std::thread::panicking() {
+            crate::leaks::assert_clean(self);
+        }
+    }
+}
+
+/// Runs a wrapped `bedrock-keyd` at the default log level instead of TRACE: for the
+/// tests of what a user sees by default (e.g. an error is exactly one line).
+pub fn at_default_log_level(cmd: &mut Command) -> &mut Command {
+    cmd.env("RUST_LOG", crate::leaks::DEFAULT_LEVEL)
 }
 
 /// Runs a command with the given stdin, returning its output.
