@@ -1,4 +1,10 @@
-//! Properties of minting and inspecting, over generated inputs.
+//! Properties of minting and inspecting, and the bounded fuzz run of the three
+//! parsers of untrusted input (key decoder, config parser, env-file merger), over
+//! generated inputs.
+//!
+//! Bounded by case count, so a CI run takes the same time every time (about 10 s in a
+//! debug build). `BEDROCK_KEYD_FUZZ_CASES=N` runs N cases per property instead, for a
+//! longer hunt; a failure prints the minimal input and proptest's seed to replay it.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -7,12 +13,20 @@ use bedrock_keyd::inspect::{decode, extract_key};
 use bedrock_keyd::mint::{Lifetime, Region, mint};
 use proptest::prelude::*;
 
+/// `default` cases per property, or `$BEDROCK_KEYD_FUZZ_CASES`.
+fn cases(default: u32) -> u32 {
+    std::env::var("BEDROCK_KEYD_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn region() -> impl Strategy<Value = String> {
     "[a-z]{2}(-gov|-iso)?-[a-z]{4,9}-[1-9]"
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(cases(2000)))]
 
     /// Everything `inspect` reports about a minted key is what went into it.
     #[test]
@@ -124,7 +138,7 @@ external_id = "example-external-id"
 "#;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(ProptestConfig::with_cases(cases(3000)))]
 
     /// The config parser never panics, and every refusal says where: `file:line:col`.
     #[test]
@@ -169,7 +183,7 @@ fn the_valid_config_used_above_is_valid() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(ProptestConfig::with_cases(cases(3000)))]
 
     /// The env-file merger never panics on arbitrary bytes; when it accepts a file,
     /// the variable then holds the key.
