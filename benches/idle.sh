@@ -4,11 +4,14 @@
 # sink files); then 1,000 keys with short lifetimes, checking from the daemon's JSON
 # log that every key was re-minted before its previous key expired.
 #
-#   benches/idle.sh                    # IDLE=60 seconds per measurement
-#   IDLE=120 SHORT=180 benches/idle.sh
+#   benches/idle.sh                    # RUNS=10 runs of IDLE=60 seconds each
+#   RUNS=20 IDLE=120 SHORT=180 benches/idle.sh
+#
+# Each run is a fresh daemon; the summary line gives the median over the runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE=${IDLE:-60}
+RUNS=${RUNS:-10}
 SHORT=${SHORT:-150}
 # BIN=path/to/bedrock-keyd measures a binary built elsewhere (e.g. another profile).
 if [ -z "${BIN:-}" ]; then
@@ -34,8 +37,8 @@ config() { # N LIFETIME MIN_REMAINING
 threads_sum() { cat /proc/"$1"/task/*/status 2>/dev/null | awk -v f="$2:" '$1==f {s+=$2} END {print s+0}'; }
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 
-measure() { # N
-  local n=$1 cfg=$WORK/idle-$1.toml log=$WORK/idle-$1.log
+measure() { # N RUN → one line "rss_kib cpu_s wakeups"
+  local n=$1 cfg=$WORK/idle-$1.toml log=$WORK/idle-$1-$2.log
   config "$n" 12h 5m > "$cfg"
   "$BIN" run --config "$cfg" --log-format json 2> "$log" & local pid=$!
   # Wait for every key's first delivery, then for the blocking-pool threads that wrote
@@ -48,14 +51,29 @@ measure() { # N
   cs1=$(threads_sum "$pid" voluntary_ctxt_switches); cpu1=$(cpu_ticks "$pid")
   rss=$(awk '/VmRSS/ {print $2}' /proc/"$pid"/status)
   kill -TERM "$pid"; wait "$pid"
-  printf '%6s keys: RSS %6.1f MiB, CPU %5.2f s, wake-ups %4d in %ss\n' \
-    "$n" "$(echo "$rss/1024" | bc -l)" "$(echo "($cpu1-$cpu0)/$(getconf CLK_TCK)" | bc -l)" \
-    "$((cs1-cs0))" "$IDLE"
+  echo "$rss $(echo "($cpu1-$cpu0)/$(getconf CLK_TCK)" | bc -l) $((cs1-cs0))"
 }
 
-echo "machine: $(nproc) cores, $(uname -r); binary $(stat -c %s "$BIN") bytes"
-measure 1
-measure 1000
+summary() { # N FILE
+  python3 - "$1" "$2" "$IDLE" <<'PY'
+import statistics, sys
+n, path, idle = sys.argv[1], sys.argv[2], sys.argv[3]
+rows = [tuple(map(float, l.split())) for l in open(path) if l.strip()]
+rss = [r[0] / 1024 for r in rows]; cpu = [r[1] for r in rows]; wake = [r[2] for r in rows]
+print(f"{n:>5} keys, {len(rows)} runs of {idle}s idle: RSS median {statistics.median(rss):.1f} MiB "
+      f"(min {min(rss):.1f}, max {max(rss):.1f}); CPU median {statistics.median(cpu):.2f} s "
+      f"(max {max(cpu):.2f}); wake-ups median {statistics.median(wake):.0f} (max {max(wake):.0f})")
+PY
+}
+
+echo "machine: $(nproc) cores, $(uname -r); binary $(stat -c %s "$BIN") bytes; load $(cut -d' ' -f1-3 /proc/loadavg)"
+for n in 1 1000; do
+  : > "$WORK/runs-$n"
+  for run in $(seq "$RUNS"); do
+    measure "$n" "$run" | tee -a "$WORK/runs-$n" | sed "s/^/  $n keys, run $run: rss_kib cpu_s wakeups = /"
+  done
+  summary "$n" "$WORK/runs-$n"
+done
 
 # Short lifetimes: 60 s keys re-minted at 30 s (never later than 10 s before expiry).
 cfg=$WORK/short.toml log=$WORK/short.log
