@@ -10,7 +10,7 @@
 //! secret or a key signed with the wrong ones names the file it came from.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use bedrock_keyd::inspect::{decode, extract_key};
@@ -171,6 +171,14 @@ impl Daemon {
 
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Its exit status; panics with the log unless it exits within `limit`.
+    pub fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        match wait_for(limit, || self.child.try_wait().unwrap()) {
+            Some(status) => status,
+            None => panic!("did not exit within {limit:?}\n{}", self.log()),
+        }
     }
 
     /// SIGTERM, and the exit code once it has exited.
