@@ -140,20 +140,40 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
 pub struct Daemon {
     pub child: Child,
     log: PathBuf,
+    own_group: bool,
 }
 
 impl Daemon {
     /// Starts `cmd`, which must carry `env`'s environment (`TestEnv::cmd()`) so that
     /// its log is scanned for leaks. Nothing is read from or written to the terminal.
-    pub fn start(env: &TestEnv, mut cmd: Command) -> Self {
+    pub fn start(env: &TestEnv, cmd: Command) -> Self {
+        Self::spawn(env, cmd, false)
+    }
+
+    /// `start` as the leader of a new process group, which dropping it kills whole:
+    /// that also ends what it started (strace's tracee, which survives strace
+    /// otherwise), and a test can put a bystander into the daemon's group.
+    pub fn start_in_own_group(env: &TestEnv, cmd: Command) -> Self {
+        Self::spawn(env, cmd, true)
+    }
+
+    fn spawn(env: &TestEnv, mut cmd: Command, own_group: bool) -> Self {
+        use std::os::unix::process::CommandExt as _;
         let log = env.path().join("daemon.log");
+        if own_group {
+            cmd.process_group(0);
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Self { child, log }
+        Self {
+            child,
+            log,
+            own_group,
+        }
     }
 
     pub fn pid(&self) -> Pid {
@@ -171,6 +191,23 @@ impl Daemon {
 
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Polls until `ready(log)`; panics with `what` and the log once `limit` has
+    /// passed, or as soon as the daemon has exited.
+    pub fn poll(&mut self, limit: Duration, what: &str, mut ready: impl FnMut(&str) -> bool) {
+        let done = wait_for(limit, || {
+            if ready(&self.log()) {
+                return Some(());
+            }
+            assert!(self.alive(), "the daemon exited\n{}", self.log());
+            None
+        });
+        assert!(
+            done.is_some(),
+            "timed out after {limit:?} waiting for {what}\n{}",
+            self.log()
+        );
     }
 
     /// Its exit status; panics with the log unless it exits within `limit`.
@@ -202,6 +239,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if self.own_group {
+            let _ = kill(Pid::from_raw(-self.pid().as_raw()), Signal::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
