@@ -132,6 +132,12 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
+/// Polls `ready` until it holds; panics naming `what` once `limit` has passed.
+pub fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let done = wait_for(limit, || ready().then_some(()));
+    assert!(done.is_some(), "timed out waiting for {what}");
+}
+
 // ---------------------------------------------------------------------------------
 // The process
 
