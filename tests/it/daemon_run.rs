@@ -3,76 +3,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use bedrock_keyd::inspect::{decode, extract_key};
+use bedrock_keyd::inspect::decode;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::fake_http::{FakeServer, Reply, creds_json, in_secs};
+use crate::daemon::{ContainerCreds, Daemon, read_key, temp_files, wait_for};
 use crate::util::{self, TestEnv};
 
-const POD_TOKEN: &str = "pod-identity-token";
-
-/// A container-credentials endpoint that hands out 2-minute credentials.
-fn credential_endpoint() -> FakeServer {
-    FakeServer::start(|request| {
-        if request.header("authorization") != Some(POD_TOKEN) {
-            return Reply::Status(403);
-        }
-        let (_, expiration) = in_secs(120);
-        Reply::Json(creds_json(
-            "ASIARUNTESTEXAMPLE01",
-            "run-test-secret",
-            "run-test-session-token",
-            &expiration,
-        ))
-    })
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &TestEnv, server: &FakeServer, config: &Path) -> Self {
-        let token_file = env.path().join("pod-token");
-        std::fs::write(&token_file, POD_TOKEN).unwrap();
-        let log = env.path().join("daemon.log");
-        let child = env
-            .cmd()
-            .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", server.url("/creds"))
-            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const CREDS: ContainerCreds = ContainerCreds {
+    token: "pod-identity-token",
+    access_key_id: "ASIARUNTESTEXAMPLE01",
+    secret: "run-test-secret",
+    session_token: "run-test-session-token",
+};
 
 fn config_text(dir: &Path, keys: &[&str]) -> String {
     let mut text = String::from(
@@ -105,19 +51,9 @@ fn sink_path(dir: &Path, i: usize, name: &str) -> PathBuf {
     }
 }
 
-/// Reads a sink file and checks it holds a complete, valid key; returns the key.
+/// The key in a sink file, signed with the endpoint's credentials (see `read_key`).
 fn read_valid(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let key = extract_key(&text, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let decoded = decode(&key).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        decoded.expires_at > SystemTime::now(),
-        "{} holds an expired key",
-        path.display()
-    );
-    assert_eq!(decoded.access_key_id, "ASIARUNTESTEXAMPLE01");
-    assert_eq!(decoded.region, "eu-west-1");
-    Some(key)
+    read_key(path, CREDS.access_key_id, "eu-west-1")
 }
 
 /// Polls `paths` until each has held `rotations` distinct keys or `limit` passes.
@@ -127,21 +63,17 @@ fn watch_rotations(
     limit: Duration,
 ) -> BTreeMap<PathBuf, usize> {
     let mut seen: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
-    let started = Instant::now();
-    while started.elapsed() < limit {
+    wait_for(limit, || {
         for path in paths {
             if let Some(key) = read_valid(path) {
                 seen.entry(path.clone()).or_default().insert(key);
             }
         }
-        if paths
+        paths
             .iter()
             .all(|p| seen.get(p).is_some_and(|s| s.len() >= rotations))
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .then_some(())
+    });
     paths
         .iter()
         .map(|p| (p.clone(), seen.get(p).map_or(0, BTreeSet::len)))
@@ -151,7 +83,7 @@ fn watch_rotations(
 #[test]
 fn run_rotates_reloads_restores_and_stops_cleanly() {
     let env = TestEnv::new();
-    let server = credential_endpoint();
+    let server = CREDS.endpoint();
     let dir = env.path().join("keys");
     std::fs::create_dir(&dir).unwrap();
     let config = env.path().join("config.toml");
@@ -163,7 +95,7 @@ fn run_rotates_reloads_restores_and_stops_cleanly() {
         .map(|(i, n)| sink_path(&dir, i, n))
         .collect();
 
-    let mut daemon = Daemon::start(&env, &server, &config);
+    let mut daemon = Daemon::start(&env, CREDS.run(&env, &server, &config));
 
     // All three sinks rotate several times (every ~3 s).
     let counts = watch_rotations(&paths, 4, Duration::from_secs(30));
@@ -195,47 +127,22 @@ fn run_rotates_reloads_restores_and_stops_cleanly() {
     std::fs::write(&config, config_text(&dir, &names4)).unwrap();
     daemon.signal(Signal::SIGHUP);
     let delta = sink_path(&dir, 3, "delta");
-    let started = Instant::now();
-    while read_valid(&delta).is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "delta never appeared\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(Duration::from_secs(10), || read_valid(&delta))
+        .unwrap_or_else(|| panic!("delta never appeared\n{}", daemon.log()));
 
     // A deleted sink file is restored within a second.
     std::fs::remove_file(&paths[1]).unwrap();
-    let deleted = Instant::now();
-    while !paths[1].exists() {
-        assert!(
-            deleted.elapsed() < Duration::from_secs(1),
-            "not restored within 1 s\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(Duration::from_secs(1), || paths[1].exists().then_some(()))
+        .unwrap_or_else(|| panic!("not restored within 1 s\n{}", daemon.log()));
     read_valid(&paths[1]).expect("restored file holds a valid key");
 
-    // SIGTERM: exit 0, every file complete.
-    daemon.signal(Signal::SIGTERM);
-    let status = daemon.child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    // SIGTERM: exit 0, no secret in the log, every file complete.
+    daemon.stop_cleanly(&CREDS.secrets());
     for path in paths.iter().chain([&delta]) {
         read_valid(path).expect("a complete key after SIGTERM");
     }
-    let leftovers: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
-        .collect();
+    let leftovers = temp_files(&dir);
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
-    let log = daemon.log();
-    for secret in ["run-test-secret", "run-test-session-token", POD_TOKEN] {
-        assert!(!log.contains(secret), "{secret} leaked into the log");
-    }
-    util::assert_no_key_in(&log);
 }
 
 /// The init-container → sidecar hand-off: `once --config` delivers every key, and
@@ -351,20 +258,17 @@ fn changed_aws_credentials_files_re_mint() {
             .and_then(|t| decode(t.trim()).ok())
             .map(|d| d.access_key_id)
     };
-    let wait_for = |id: &str| {
+    let key_from = |id: &str| {
         let started = Instant::now();
-        while access_key_id(&key_file).as_deref() != Some(id) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no key from {id}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(Duration::from_secs(10), || {
+            (access_key_id(&key_file).as_deref() == Some(id)).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no key from {id}"));
         started.elapsed()
     };
-    wait_for("AKIAFIRSTEXAMPLE0001");
+    key_from("AKIAFIRSTEXAMPLE0001");
     write_creds("AKIASECONDEXAMPLE002");
-    let took = wait_for("AKIASECONDEXAMPLE002");
+    let took = key_from("AKIASECONDEXAMPLE002");
     assert!(took < Duration::from_secs(5), "re-minted after {took:?}");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -378,7 +282,7 @@ fn changed_aws_credentials_files_re_mint() {
 #[test]
 fn a_sighup_storm_is_coalesced() {
     let env = TestEnv::new();
-    let server = credential_endpoint();
+    let server = CREDS.endpoint();
     let dir = env.path().join("keys");
     std::fs::create_dir(&dir).unwrap();
     let config = env.path().join("config.toml");
@@ -386,16 +290,9 @@ fn a_sighup_storm_is_coalesced() {
     let text = config_text(&dir, &["storm"]).replace("lifetime = \"6s\"", "lifetime = \"1h\"");
     std::fs::write(&config, text).unwrap();
     let path = sink_path(&dir, 0, "storm");
-    let mut daemon = Daemon::start(&env, &server, &config);
-    let started = Instant::now();
-    while read_valid(&path).is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut daemon = Daemon::start(&env, CREDS.run(&env, &server, &config));
+    wait_for(Duration::from_secs(10), || read_valid(&path))
+        .unwrap_or_else(|| panic!("{}", daemon.log()));
     for _ in 0..100 {
         daemon.signal(Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(10));
@@ -410,7 +307,6 @@ fn a_sighup_storm_is_coalesced() {
         "{mints} mints for 100 SIGHUPs\n{}",
         daemon.log()
     );
-    daemon.signal(Signal::SIGTERM);
-    assert_eq!(daemon.child.wait().unwrap().code(), Some(0));
+    assert_eq!(daemon.stop(), Some(0));
     read_valid(&path).expect("a complete key after the storm");
 }

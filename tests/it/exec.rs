@@ -1,14 +1,14 @@
 //! `bedrock-keyd exec` with real child processes: restarts with the new key in the
 //! environment, signal mode with a sink file, signal forwarding, exit status.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::notify::{FINGERPRINT_PY, HUP_COUNTER, lines, minted, python, script, wait_for};
+use crate::daemon::{Daemon, wait_until};
+use crate::notify::{FINGERPRINT_PY, HUP_COUNTER, lines, minted, python, script};
 use crate::util::{self, TestEnv};
 
 /// Ends a child whose bedrock-keyd died (a failed test kills it with SIGKILL), so
@@ -61,57 +61,11 @@ while True:
     signal.pause()
 "#;
 
-struct Exec {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Exec {
-    /// `bedrock-keyd exec ARGS` with example credentials and a log file.
-    fn start(env: &TestEnv, args: &[&str], command: &[&Path]) -> Self {
-        let log = env.path().join("exec.log");
-        let child = env
-            .cmd_with_example_creds()
-            .arg("exec")
-            .args(args)
-            .arg("--")
-            .args(command)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                started.elapsed() < limit,
-                "exec did not exit\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Exec {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `bedrock-keyd exec ARGS -- COMMAND` with example credentials, in the background.
+fn start(env: &TestEnv, args: &[&str], command: &[&Path]) -> Daemon {
+    let mut cmd = env.cmd_with_example_creds();
+    cmd.arg("exec").args(args).arg("--").args(command);
+    Daemon::start(env, cmd)
 }
 
 /// Keys of 6 s, re-minted every 3 s.
@@ -139,12 +93,12 @@ fn exec_restarts_the_command_with_each_new_key() {
         &python,
         &format!("{FINGERPRINT_PY}{PARENT_WATCH}{ENV_CHILD}"),
     );
-    let mut exec = Exec::start(
+    let mut exec = start(
         &env,
         &[&ROTATING[..], &["--grace", "2s"]].concat(),
         &[&exe, &out],
     );
-    wait_for(Duration::from_secs(30), "three starts", || {
+    wait_until(Duration::from_secs(30), "three starts", || {
         lines(&out).len() >= 3
     });
     let log = exec.log();
@@ -160,7 +114,7 @@ fn exec_restarts_the_command_with_each_new_key() {
     // SIGTERM goes to the command, whose default action kills it: 128 + 15.
     exec.signal(Signal::SIGTERM);
     assert_eq!(
-        exec.wait(Duration::from_secs(10)),
+        exec.exit_within(Duration::from_secs(10)).code(),
         Some(143),
         "{}",
         exec.log()
@@ -181,12 +135,12 @@ fn exec_kills_a_command_that_ignores_sigterm_after_the_grace_period() {
         &python,
         &format!("{FINGERPRINT_PY}{PARENT_WATCH}{STUBBORN_CHILD}"),
     );
-    let mut exec = Exec::start(
+    let mut exec = start(
         &env,
         &[&ROTATING[..], &["--grace", "500ms"]].concat(),
         &[&exe, &out],
     );
-    wait_for(Duration::from_secs(30), "two starts", || {
+    wait_until(Duration::from_secs(30), "two starts", || {
         lines(&out).len() >= 2
     });
     let log = exec.log();
@@ -209,7 +163,7 @@ fn exec_kills_a_command_that_ignores_sigterm_after_the_grace_period() {
     std::thread::sleep(Duration::from_millis(300));
     exec.signal(Signal::SIGINT);
     assert_eq!(
-        exec.wait(Duration::from_secs(10)),
+        exec.exit_within(Duration::from_secs(10)).code(),
         Some(130),
         "{}",
         exec.log()
@@ -231,7 +185,7 @@ fn exec_signal_mode_tells_the_command_to_reread_the_sink() {
     );
     let pid_file = env.path().join("child.pid");
     let key_arg = key.to_str().unwrap();
-    let mut exec = Exec::start(
+    let mut exec = start(
         &env,
         &[
             &ROTATING[..],
@@ -240,7 +194,7 @@ fn exec_signal_mode_tells_the_command_to_reread_the_sink() {
         .concat(),
         &[&exe, &key, &out, &pid_file],
     );
-    wait_for(Duration::from_secs(30), "two re-reads", || {
+    wait_until(Duration::from_secs(30), "two re-reads", || {
         lines(&out).len() >= 2
     });
     let log = exec.log();
@@ -250,7 +204,7 @@ fn exec_signal_mode_tells_the_command_to_reread_the_sink() {
     assert!(log.contains("signalling the command"), "{log}");
     assert!(!log.contains("restarting"), "{log}");
     exec.signal(Signal::SIGTERM);
-    assert_eq!(exec.wait(Duration::from_secs(10)), Some(143));
+    assert_eq!(exec.exit_within(Duration::from_secs(10)).code(), Some(143));
     util::assert_no_key_in(&exec.log());
 }
 
@@ -267,23 +221,23 @@ fn exec_forwards_signals_and_exits_with_the_command_status() {
         &python,
         &format!("{PARENT_WATCH}{SIGNAL_CHILD}"),
     );
-    let mut exec = Exec::start(
+    let mut exec = start(
         &env,
         &["--region", "us-east-1", "--lifetime", "1h"],
         &[&exe, &out],
     );
-    wait_for(Duration::from_secs(10), "the command", || {
+    wait_until(Duration::from_secs(10), "the command", || {
         lines(&out) == ["ready"]
     });
     exec.signal(Signal::SIGHUP);
-    wait_for(Duration::from_secs(5), "the forwarded SIGHUP", || {
+    wait_until(Duration::from_secs(5), "the forwarded SIGHUP", || {
         lines(&out) == ["ready", "HUP"]
     });
     // SIGHUP is forwarded only: no re-mint, no restart.
     assert_eq!(minted(&exec.log()).len(), 1, "{}", exec.log());
     exec.signal(Signal::SIGTERM);
     assert_eq!(
-        exec.wait(Duration::from_secs(10)),
+        exec.exit_within(Duration::from_secs(10)).code(),
         Some(5),
         "{}",
         exec.log()

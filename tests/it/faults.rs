@@ -16,46 +16,40 @@
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::Write as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bedrock_keyd::inspect::{DecodedKey, decode, extract_key};
+use bedrock_keyd::inspect::{decode, extract_key};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::fake_http::{FakeServer, Reply, creds_json, in_secs};
+use crate::daemon::{self, ContainerCreds, Daemon, temp_files};
+use crate::fake_http::{FakeServer, Reply, in_secs};
 use crate::util::{self, TestEnv};
 
-const POD_TOKEN: &str = "faults-pod-token";
 const ENDPOINT_KEY_ID: &str = "ASIAFAULTSEXAMPLE001";
+/// From the container endpoint, whatever fault a test then sets on it.
+const CREDS: ContainerCreds = ContainerCreds {
+    token: "faults-pod-token",
+    access_key_id: ENDPOINT_KEY_ID,
+    secret: "faults-secret",
+    session_token: "faults-session-token",
+};
+/// Where every config here signs, and so what every key read must say.
+const REGION: &str = "eu-west-1";
 const ROLE_KEY_ID: &str = "ASIAFAULTSROLE000001";
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/faults";
 
 // ---------------------------------------------------------------------------------
 // Harness
 
-/// Good 2-minute credentials: less than the SDK source's 5-minute renewal margin, so
-/// every refresh asks the endpoint again (and meets whatever fault is set).
-fn good_credentials(request: &crate::fake_http::Request) -> Reply {
-    if request.header("authorization") != Some(POD_TOKEN) {
-        return Reply::Status(401);
-    }
-    Reply::Json(creds_json(
-        ENDPOINT_KEY_ID,
-        "faults-secret",
-        "faults-session-token",
-        &in_secs(120).1,
-    ))
-}
-
 /// One key `k` with a file sink `dir/k.key`; `extra` goes into the `[[key]]` table.
 fn config_text(dir: &Path, lifetime: &str, refresh_at: f64, extra: &str) -> String {
     format!(
-        "[defaults]\nregion = \"eu-west-1\"\nlifetime = \"{lifetime}\"\nmin_remaining = \"2s\"\n\
+        "[defaults]\nregion = \"{REGION}\"\nlifetime = \"{lifetime}\"\nmin_remaining = \"2s\"\n\
          refresh_at = {refresh_at}\njitter = 0.0\n\n[[key]]\nname = \"k\"\n{extra}\
          [[key.sink]]\ntype = \"file\"\npath = \"{}/k.key\"\n",
         dir.display()
@@ -100,24 +94,14 @@ impl Setup {
 
     /// `bedrock-keyd run --config …` taking credentials from `server`'s endpoint.
     fn run_with_endpoint(&self, server: &FakeServer) -> Command {
-        let mut cmd = self.env.cmd();
-        self.endpoint_env(&mut cmd, server);
-        cmd.args(["run", "--config"]).arg(&self.config);
-        cmd
-    }
-
-    fn endpoint_env(&self, cmd: &mut Command, server: &FakeServer) {
-        let token_file = self.env.path().join("pod-token");
-        std::fs::write(&token_file, POD_TOKEN).unwrap();
-        cmd.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", server.url("/creds"))
-            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file);
+        CREDS.run(&self.env, server, &self.config)
     }
 
     /// `run` with the endpoint, in a private mount namespace, after `mount` (a shell
     /// command with the sink directory as `$0`) ran there. Mounts vanish with it.
     fn run_in_namespace(&self, server: &FakeServer, mount: &str) -> Command {
         let mut cmd = self.command("unshare");
-        self.endpoint_env(&mut cmd, server);
+        CREDS.endpoint_env(&self.env, &mut cmd, server);
         cmd.args(["-m", "--propagation", "private", "sh", "-c"])
             .arg(format!("{mount} && exec \"$@\""))
             .arg(&self.dir)
@@ -127,134 +111,34 @@ impl Setup {
         cmd
     }
 
+    /// In a process group of its own: dropping it also ends what it started.
     fn start(&self, cmd: Command) -> Daemon {
-        Daemon::spawn(cmd, self.env.path().join("daemon.log"))
+        Daemon::start_in_own_group(&self.env, cmd)
     }
 }
 
-/// A running daemon whose stderr goes to a file; killed when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
+/// Everything the daemons here were given: none of it may reach a log.
+const SECRETS: &[&str] = &[
+    CREDS.secret,
+    CREDS.session_token,
+    CREDS.token,
+    "faults-role-secret",
+    "faults-role-session-token",
+    util::EXAMPLE_SECRET_ACCESS_KEY,
+];
 
-impl Daemon {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
-        // Its own process group: dropping it also ends what it started (strace's
-        // tracee, which survives strace otherwise).
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM, then checks the exit status is 0 and no secret reached the log.
-    fn stop(mut self) {
-        self.signal(Signal::SIGTERM);
-        let status = self.child.wait().unwrap();
-        let log = self.log();
-        assert_eq!(status.code(), Some(0), "{log}");
-        for secret in [
-            "faults-secret",
-            "faults-session-token",
-            "faults-role-secret",
-            "faults-role-session-token",
-            POD_TOKEN,
-            util::EXAMPLE_SECRET_ACCESS_KEY,
-        ] {
-            assert!(!log.contains(secret), "{secret} leaked into the log");
-        }
-        util::assert_no_key_in(&log);
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads a key file: `None` if it does not exist; panics unless it holds a complete,
-/// well-formed key signed with `key_id` that has not expired.
-fn read_key(path: &Path, key_id: &str) -> Option<(String, DecodedKey)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("{}: {e}", path.display()),
-    };
-    let key = extract_key(&text, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let decoded = decode(&key).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        decoded.expires_at > SystemTime::now(),
-        "{} holds an expired key",
-        path.display()
-    );
-    assert_eq!(decoded.access_key_id, key_id);
-    assert_eq!(decoded.region, "eu-west-1");
-    Some((key, decoded))
-}
-
-/// Polls every 20 ms until `done()` or `limit`; panics with `what` and the log on
-/// timeout or if the daemon exits. Before each check, `each()` runs (the assertions
-/// that must hold throughout).
-fn poll(
-    daemon: &mut Daemon,
-    limit: Duration,
-    what: &str,
-    mut each: impl FnMut(),
-    mut done: impl FnMut(&str) -> bool,
-) {
-    let started = Instant::now();
-    loop {
-        each();
-        if done(&daemon.log()) {
-            return;
-        }
-        assert!(daemon.alive(), "the daemon exited\n{}", daemon.log());
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `daemon::read_key` for this file's region.
+fn read_key(path: &Path, key_id: &str) -> Option<String> {
+    daemon::read_key(path, key_id, REGION)
 }
 
 /// Waits for the first key in `path`.
 fn first_key(daemon: &mut Daemon, path: &Path, key_id: &str) -> String {
     let mut key = None;
-    poll(
-        daemon,
-        Duration::from_secs(10),
-        "the first key",
-        || {},
-        |_| {
-            key = read_key(path, key_id).map(|(k, _)| k);
-            key.is_some()
-        },
-    );
+    daemon.poll(Duration::from_secs(10), "the first key", |_| {
+        key = read_key(path, key_id);
+        key.is_some()
+    });
     key.unwrap()
 }
 
@@ -269,15 +153,10 @@ fn failure_keeping(
     limit: Duration,
 ) -> String {
     let mut found = String::new();
-    poll(
-        daemon,
-        limit,
-        &format!("a failure naming {needles:?}"),
-        || {
-            let now = read_key(path, key_id).map(|(k, _)| k);
-            assert_eq!(now.as_deref(), Some(held), "the last good key was lost");
-        },
-        |log| match log
+    daemon.poll(limit, &format!("a failure naming {needles:?}"), |log| {
+        let now = read_key(path, key_id);
+        assert_eq!(now.as_deref(), Some(held), "the last good key was lost");
+        match log
             .lines()
             .find(|l| l.contains("failed") && needles.iter().all(|n| l.contains(n)))
         {
@@ -286,24 +165,18 @@ fn failure_keeping(
                 true
             }
             None => false,
-        },
-    );
+        }
+    });
     found
 }
 
 /// Waits for a key other than `old` in `path` (any key there must be valid).
 fn new_key(daemon: &mut Daemon, path: &Path, key_id: &str, old: &str, limit: Duration) -> String {
     let mut key = None;
-    poll(
-        daemon,
-        limit,
-        "a new key",
-        || {},
-        |_| {
-            key = read_key(path, key_id).map(|(k, _)| k).filter(|k| k != old);
-            key.is_some()
-        },
-    );
+    daemon.poll(limit, "a new key", |_| {
+        key = read_key(path, key_id).filter(|k| k != old);
+        key.is_some()
+    });
     key.unwrap()
 }
 
@@ -322,14 +195,6 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn temp_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------
 // 1. The credential endpoint fails in every way, then recovers.
 
@@ -337,7 +202,7 @@ fn temp_files(dir: &Path) -> Vec<String> {
 fn credential_endpoint_500_garbage_403_keep_the_key_then_recover() {
     let _load = beside_others();
     let setup = Setup::new("20s", 0.15, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     let mut daemon = setup.start(setup.run_with_endpoint(&server));
     let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
 
@@ -376,16 +241,16 @@ fn credential_endpoint_500_garbage_403_keep_the_key_then_recover() {
     // A refused token may be rotated by the kubelet: worth retrying.
     assert!(line.contains("will retry"), "{line}");
 
-    server.set(good_credentials);
+    server.set(|request| CREDS.reply(request));
     new_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID, &k1, limit);
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 #[test]
 fn a_hanging_credential_endpoint_times_out_keeps_the_key_then_recovers() {
     let _load = beside_others();
     let setup = Setup::new("20s", 0.15, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     let mut daemon = setup.start(setup.run_with_endpoint(&server));
     let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
 
@@ -400,7 +265,7 @@ fn a_hanging_credential_endpoint_times_out_keeps_the_key_then_recovers() {
     );
     assert!(line.contains("will retry"), "{line}");
 
-    server.set(good_credentials);
+    server.set(|request| CREDS.reply(request));
     new_key(
         &mut daemon,
         &setup.key,
@@ -408,7 +273,7 @@ fn a_hanging_credential_endpoint_times_out_keeps_the_key_then_recovers() {
         &k1,
         Duration::from_secs(8),
     );
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 // ---------------------------------------------------------------------------------
@@ -484,7 +349,7 @@ fn sts_throttling_is_retryable_keeps_the_key_then_recovers() {
         &k1,
         Duration::from_secs(10),
     );
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 // ---------------------------------------------------------------------------------
@@ -494,17 +359,15 @@ fn sts_throttling_is_retryable_keeps_the_key_then_recovers() {
 fn a_removed_sink_directory_is_reported_and_written_again_once_recreated() {
     let _load = beside_others();
     let setup = Setup::new("20s", 0.15, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     let mut daemon = setup.start(setup.run_with_endpoint(&server));
     let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
 
     std::fs::remove_dir_all(&setup.dir).unwrap();
     let mut line = String::new();
-    poll(
-        &mut daemon,
+    daemon.poll(
         Duration::from_secs(10),
         "the refresh to fail on the missing directory",
-        || {},
         |log| match log.lines().find(|l| {
             l.contains("refresh failed")
                 && l.contains(&*setup.dir.to_string_lossy())
@@ -527,7 +390,7 @@ fn a_removed_sink_directory_is_reported_and_written_again_once_recreated() {
         &k1,
         Duration::from_secs(10),
     );
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 /// Clears the immutable flag again however the test ends.
@@ -556,7 +419,7 @@ fn an_immutable_sink_directory_keeps_the_key_then_recovers() {
         return util::skip("chattr +i needs root");
     }
     let setup = Setup::new("20s", 0.15, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     let mut daemon = setup.start(setup.run_with_endpoint(&server));
     let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
 
@@ -582,7 +445,7 @@ fn an_immutable_sink_directory_keeps_the_key_then_recovers() {
         Duration::from_secs(10),
     );
     assert!(temp_files(&setup.dir).is_empty());
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 /// Runs `mount args…` in the daemon's mount namespace.
@@ -604,7 +467,7 @@ fn a_read_only_sink_mount_keeps_the_key_then_recovers() {
         return util::skip("bind mounts need root");
     }
     let setup = Setup::new("20s", 0.15, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     // A bind mount of the sink directory onto itself, private to the daemon, that is
     // then remounted read-only (EROFS) and read-write again.
     let mut daemon = setup.start(setup.run_in_namespace(&server, "mount --bind \"$0\" \"$0\""));
@@ -628,7 +491,7 @@ fn a_read_only_sink_mount_keeps_the_key_then_recovers() {
         &k1,
         Duration::from_secs(10),
     );
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 #[test]
@@ -638,7 +501,7 @@ fn a_full_sink_file_system_keeps_the_key_then_recovers() {
         return util::skip("mounting a tmpfs needs root");
     }
     let setup = Setup::new("20s", 0.15, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     // The daemon runs in its own mount namespace with a 64 KiB tmpfs over the sink
     // directory; the mount vanishes with it. The test reaches that tmpfs through
     // /proc/PID/root, which resolves paths in the daemon's namespace.
@@ -685,7 +548,7 @@ fn a_full_sink_file_system_keeps_the_key_then_recovers() {
         &k1,
         Duration::from_secs(10),
     );
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 // ---------------------------------------------------------------------------------
@@ -695,7 +558,7 @@ fn a_full_sink_file_system_keeps_the_key_then_recovers() {
 fn a_directory_in_place_of_the_key_file_is_refused_then_the_key_is_restored() {
     let _load = beside_others();
     let setup = Setup::new("20s", 0.15, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     let mut daemon = setup.start(setup.run_with_endpoint(&server));
     let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
 
@@ -709,46 +572,41 @@ fn a_directory_in_place_of_the_key_file_is_refused_then_the_key_is_restored() {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
     let mut line = String::new();
-    poll(
-        &mut daemon,
+    daemon.poll(
         Duration::from_secs(10),
         "the refresh to refuse the directory",
-        || assert!(setup.key.is_dir()),
-        |log| match log
-            .lines()
-            .find(|l| l.contains("refresh failed") && l.contains("is not a regular file"))
-        {
-            Some(l) => {
-                line = l.to_owned();
-                true
+        |log| {
+            assert!(setup.key.is_dir());
+            match log
+                .lines()
+                .find(|l| l.contains("refresh failed") && l.contains("is not a regular file"))
+            {
+                Some(l) => {
+                    line = l.to_owned();
+                    true
+                }
+                None => false,
             }
-            None => false,
         },
     );
     assert!(line.contains(&*setup.key.to_string_lossy()), "{line}");
 
     std::fs::remove_dir(&setup.key).unwrap();
     let mut restored = None;
-    poll(
-        &mut daemon,
-        Duration::from_secs(3),
-        "the key to be restored",
-        || {},
-        |_| {
-            restored = read_key(&setup.key, ENDPOINT_KEY_ID).map(|(k, _)| k);
-            restored.is_some()
-        },
-    );
+    daemon.poll(Duration::from_secs(3), "the key to be restored", |_| {
+        restored = read_key(&setup.key, ENDPOINT_KEY_ID);
+        restored.is_some()
+    });
     assert_eq!(restored.as_deref(), Some(k1.as_str()));
     assert!(setup.key.is_file());
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 #[test]
 fn a_symlink_in_place_of_the_key_file_is_not_followed_then_the_key_is_restored() {
     let _load = beside_others();
     let setup = Setup::new("20s", 0.15, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     let mut daemon = setup.start(setup.run_with_endpoint(&server));
     let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
 
@@ -761,43 +619,36 @@ fn a_symlink_in_place_of_the_key_file_is_not_followed_then_the_key_is_restored()
     std::fs::rename(&link, &setup.key).unwrap();
 
     let mut line = String::new();
-    poll(
-        &mut daemon,
+    daemon.poll(
         Duration::from_secs(10),
         "the refresh to refuse the symlink",
-        || {
+        |log| {
             assert!(setup.key.is_symlink());
             assert_eq!(std::fs::read_to_string(&decoy).unwrap(), "decoy\n");
-        },
-        |log| match log
-            .lines()
-            .find(|l| l.contains("refresh failed") && l.contains("is a symbolic link"))
-        {
-            Some(l) => {
-                line = l.to_owned();
-                true
+            match log
+                .lines()
+                .find(|l| l.contains("refresh failed") && l.contains("is a symbolic link"))
+            {
+                Some(l) => {
+                    line = l.to_owned();
+                    true
+                }
+                None => false,
             }
-            None => false,
         },
     );
     assert!(line.contains(&*decoy.to_string_lossy()), "{line}");
 
     std::fs::remove_file(&setup.key).unwrap();
     let mut restored = None;
-    poll(
-        &mut daemon,
-        Duration::from_secs(3),
-        "the key to be restored",
-        || {},
-        |_| {
-            restored = read_key(&setup.key, ENDPOINT_KEY_ID).map(|(k, _)| k);
-            restored.is_some()
-        },
-    );
+    daemon.poll(Duration::from_secs(3), "the key to be restored", |_| {
+        restored = read_key(&setup.key, ENDPOINT_KEY_ID);
+        restored.is_some()
+    });
     assert_eq!(restored.as_deref(), Some(k1.as_str()));
     assert!(!setup.key.is_symlink());
     assert_eq!(std::fs::read_to_string(&decoy).unwrap(), "decoy\n");
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 // ---------------------------------------------------------------------------------
@@ -816,16 +667,12 @@ fn random_below(n: u64) -> u64 {
 fn sigkill_during_refreshes_never_leaves_a_partial_key_and_a_restart_cleans_up() {
     let _load = beside_others();
     let setup = Setup::new("1h", 0.5, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     for round in 0..6 {
         let mut daemon = setup.start(setup.run_with_endpoint(&server));
-        poll(
-            &mut daemon,
-            Duration::from_secs(10),
-            "the first mint",
-            || {},
-            |log| log.contains("key minted and delivered"),
-        );
+        daemon.poll(Duration::from_secs(10), "the first mint", |log| {
+            log.contains("key minted and delivered")
+        });
         // The restart's first write removed what the previous kill left behind.
         assert!(
             temp_files(&setup.dir).is_empty(),
@@ -837,7 +684,7 @@ fn sigkill_during_refreshes_never_leaves_a_partial_key_and_a_restart_cleans_up()
         std::thread::sleep(Duration::from_millis(150 + random_below(150)));
         daemon.signal(Signal::SIGKILL);
         let _ = daemon.child.wait();
-        let (key, _) = read_key(&setup.key, ENDPOINT_KEY_ID)
+        let key = read_key(&setup.key, ENDPOINT_KEY_ID)
             .unwrap_or_else(|| panic!("round {round}: no key\n{}", daemon.log()));
         assert!(!key.is_empty());
     }
@@ -860,11 +707,9 @@ fn sigkill_during_refreshes_never_leaves_a_partial_key_and_a_restart_cleans_up()
     assert!(!temp_files(&setup.dir).is_empty());
 
     let mut daemon = setup.start(setup.run_with_endpoint(&server));
-    poll(
-        &mut daemon,
+    daemon.poll(
         Duration::from_secs(10),
         "the first mint after the restart",
-        || {},
         |log| log.contains("key minted and delivered"),
     );
     read_key(&setup.key, ENDPOINT_KEY_ID).expect("a key after the restart");
@@ -879,14 +724,14 @@ fn sigkill_during_refreshes_never_leaves_a_partial_key_and_a_restart_cleans_up()
             .log()
             .contains("removed a temp file left by an interrupted write")
     );
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }
 
 /// A deterministic interruption: strace kills the daemon as it renames its second
 /// write into place, so a complete temp file is left behind next to the old key.
 fn killed_by_strace_before_the_rename(setup: &Setup, server: &FakeServer) {
     let mut cmd = setup.command("strace");
-    setup.endpoint_env(&mut cmd, server);
+    CREDS.endpoint_env(&setup.env, &mut cmd, server);
     cmd.args([
         "-f",
         "-qq",
@@ -903,11 +748,9 @@ fn killed_by_strace_before_the_rename(setup: &Setup, server: &FakeServer) {
     // No key file: the first mint writes (rename 1), the SIGHUP's write is rename 2.
     std::fs::remove_file(&setup.key).unwrap();
     let mut traced = setup.start(cmd);
-    poll(
-        &mut traced,
+    traced.poll(
         Duration::from_secs(10),
         "the first mint under strace",
-        || {},
         |log| log.contains("key minted and delivered"),
     );
     // The daemon is strace's child.
@@ -918,7 +761,7 @@ fn killed_by_strace_before_the_rename(setup: &Setup, server: &FakeServer) {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("strace's child, the daemon");
-    let held = read_key(&setup.key, ENDPOINT_KEY_ID).unwrap().0;
+    let held = read_key(&setup.key, ENDPOINT_KEY_ID).unwrap();
     std::thread::sleep(Duration::from_millis(1100)); // the next key differs
     kill(Pid::from_raw(daemon_pid), Signal::SIGHUP).unwrap();
     let started = Instant::now();
@@ -931,7 +774,7 @@ fn killed_by_strace_before_the_rename(setup: &Setup, server: &FakeServer) {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
-        read_key(&setup.key, ENDPOINT_KEY_ID).unwrap().0,
+        read_key(&setup.key, ENDPOINT_KEY_ID).unwrap(),
         held,
         "killed before the rename: the old key must be in place, complete"
     );
@@ -951,7 +794,7 @@ fn killed_by_strace_before_the_rename(setup: &Setup, server: &FakeServer) {
 fn a_thousand_concurrent_readers_only_ever_see_complete_keys() {
     let _alone = alone();
     let setup = Setup::new("1h", 0.5, "");
-    let server = FakeServer::start(good_credentials);
+    let server = CREDS.endpoint();
     let mut daemon = setup.start(setup.run_with_endpoint(&server));
     first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
 
@@ -1028,5 +871,5 @@ fn a_thousand_concurrent_readers_only_ever_see_complete_keys() {
         daemon.log()
     );
     assert!(reads >= 10_000, "only {reads} reads");
-    daemon.stop();
+    daemon.stop_cleanly(SECRETS);
 }

@@ -7,97 +7,41 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use bedrock_keyd::inspect::{decode, extract_key};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use crate::fake_http::{FakeServer, Reply, creds_json, in_secs};
+use crate::daemon::{ContainerCreds, Daemon, read_key, wait_for};
+use crate::fake_http::{FakeServer, Reply};
 use crate::util::{self, TestEnv};
 
-const POD_TOKEN: &str = "health-test-token";
+const CREDS: ContainerCreds = ContainerCreds {
+    token: "health-test-token",
+    access_key_id: "ASIAHEALTHEXAMPLE001",
+    secret: "health-test-secret",
+    session_token: "health-test-session-token",
+};
 
-/// 2-minute credentials (so every mint fetches anew), or a 500 while `down`; the
-/// first answer comes after `first_delay`.
+/// The endpoint's 2-minute credentials (so every mint fetches anew), or a 500 while
+/// `down`; the first answer comes after `first_delay`.
 fn credential_endpoint(down: Arc<AtomicBool>, first_delay: Duration) -> FakeServer {
     let first = AtomicBool::new(true);
     FakeServer::start(move |request| {
-        if request.header("authorization") != Some(POD_TOKEN) {
-            return Reply::Status(403);
-        }
         if first.swap(false, Ordering::SeqCst) {
             std::thread::sleep(first_delay);
         }
         if down.load(Ordering::SeqCst) {
             return Reply::Status(500);
         }
-        let (_, expiration) = in_secs(120);
-        Reply::Json(creds_json(
-            "ASIAHEALTHEXAMPLE001",
-            "health-test-secret",
-            "health-test-session-token",
-            &expiration,
-        ))
+        CREDS.reply(request)
     })
 }
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &TestEnv, server: &FakeServer, config: &Path, extra: &[(&str, &str)]) -> Self {
-        let token_file = env.path().join("pod-token");
-        std::fs::write(&token_file, POD_TOKEN).unwrap();
-        let log = env.path().join("daemon.log");
-        let mut cmd = env.cmd();
-        cmd.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", server.url("/creds"))
-            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A key file holding a complete, unexpired key from the fake endpoint's credentials.
+/// A key file holding a complete, unexpired key from the endpoint's credentials.
 fn holds_valid_key(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return false;
-    };
-    let Ok(key) = extract_key(&text, None) else {
-        return false;
-    };
-    decode(&key).is_ok_and(|d| {
-        d.expires_at > SystemTime::now() && d.access_key_id == "ASIAHEALTHEXAMPLE001"
-    })
+    read_key(path, CREDS.access_key_id, "eu-west-1").is_some()
 }
 
 /// A port that was free a moment ago (config validation refuses port 0).
@@ -119,20 +63,6 @@ pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let (head, body) = out.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_owned()))
-}
-
-/// Polls `f` every 50 ms until it returns `Some` or `limit` passes.
-fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if started.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -205,16 +135,11 @@ fn systemd_ready_after_first_delivery_then_watchdog_reload_and_stop() {
     .unwrap();
     let notify = NotifySocket::bind(env.path());
     let started = Instant::now();
-    let mut daemon = Daemon::start(
-        &env,
-        &server,
-        &config,
-        &[
-            ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
-            // 400 ms watchdog: pings every ~200 ms.
-            ("WATCHDOG_USEC", "400000"),
-        ],
-    );
+    let mut cmd = CREDS.run(&env, &server, &config);
+    cmd.env("NOTIFY_SOCKET", &notify.path)
+        // 400 ms watchdog: pings every ~200 ms.
+        .env("WATCHDOG_USEC", "400000");
+    let mut daemon = Daemon::start(&env, cmd);
 
     // READY=1 only once both keys are in their files.
     let (before, ready) = notify.until(Duration::from_secs(20), |m| has(m, "READY=1"));
@@ -277,8 +202,7 @@ fn systemd_ready_after_first_delivery_then_watchdog_reload_and_stop() {
     daemon.signal(Signal::SIGTERM);
     let (seen, stopping) = notify.until(Duration::from_secs(10), |m| has(m, "STOPPING=1"));
     assert!(stopping, "no STOPPING=1: {seen:?}\n{}", daemon.log());
-    let status = wait_for(Duration::from_secs(10), || daemon.child.try_wait().unwrap())
-        .expect("the daemon did not exit after SIGTERM");
+    let status = daemon.exit_within(Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", daemon.log());
     // Nothing sent to systemd names a key.
     util::assert_no_key_in(&format!("{before:?}{seen:?}"));
@@ -298,7 +222,7 @@ fn without_notify_socket_nothing_is_sent_and_no_listener_is_opened() {
         ),
     )
     .unwrap();
-    let daemon = Daemon::start(&env, &server, &config, &[]);
+    let daemon = Daemon::start(&env, CREDS.run(&env, &server, &config));
     assert!(
         wait_for(Duration::from_secs(20), || holds_valid_key(&key)
             .then_some(()))
@@ -540,7 +464,7 @@ fn readyz_follows_the_credentials_endpoint_and_metrics_track_refreshes() {
     let server = credential_endpoint(down.clone(), Duration::ZERO);
     let port = free_port();
     let (config, _key) = short_key_config(&env, port);
-    let daemon = Daemon::start(&env, &server, &config, &[]);
+    let daemon = Daemon::start(&env, CREDS.run(&env, &server, &config));
 
     assert_eq!(
         wait_for(Duration::from_secs(10), || get(port, "/healthz")).map(|r| r.0),
@@ -655,27 +579,18 @@ fn single_key_mode_listens_with_the_listen_flag() {
     let env = TestEnv::new();
     let port = free_port();
     let key = env.path().join("k.key");
-    let child = env
-        .cmd_with_example_creds()
-        .args(["run", "--region", "eu-west-1", "--lifetime", "1h", "--file"])
+    let mut cmd = env.cmd_with_example_creds();
+    cmd.args(["run", "--region", "eu-west-1", "--lifetime", "1h", "--file"])
         .arg(&key)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon {
-        child,
-        log: env.path().join("none.log"),
-    };
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    let mut daemon = Daemon::start(&env, cmd);
     let ready = wait_for(Duration::from_secs(10), || {
         get(port, "/readyz").filter(|r| r.0 == 200)
     });
     assert_eq!(ready.map(|r| r.1), Some("ready: 1 key fresh\n".to_owned()));
     assert_eq!(get(port, "/healthz"), Some((200, "ok\n".to_owned())));
     daemon.signal(Signal::SIGTERM);
-    let status = wait_for(Duration::from_secs(10), || daemon.child.try_wait().unwrap());
-    assert!(status.is_some_and(|s| s.success()));
+    assert!(daemon.exit_within(Duration::from_secs(10)).success());
 
     // With a config file, listen belongs in the file: a usage error, not ignored.
     let config = env.path().join("config.toml");
@@ -712,28 +627,20 @@ fn metrics_parse_with_prometheus_client() {
     let env = TestEnv::new();
     let port = free_port();
     let key = env.path().join("k.key");
-    let child = env
-        .cmd_with_example_creds()
-        .args([
-            "run",
-            "--name",
-            "main.key-1",
-            "--region",
-            "eu-west-1",
-            "--lifetime",
-            "1h",
-            "--file",
-        ])
-        .arg(&key)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Daemon {
-        child,
-        log: env.path().join("none.log"),
-    };
+    let mut cmd = env.cmd_with_example_creds();
+    cmd.args([
+        "run",
+        "--name",
+        "main.key-1",
+        "--region",
+        "eu-west-1",
+        "--lifetime",
+        "1h",
+        "--file",
+    ])
+    .arg(&key)
+    .args(["--listen", &format!("127.0.0.1:{port}")]);
+    let _daemon = Daemon::start(&env, cmd);
     wait_for(Duration::from_secs(10), || {
         get(port, "/readyz").filter(|r| r.0 == 200)
     })
@@ -796,16 +703,11 @@ fn a_notify_socket_nobody_reads_does_not_stall_the_daemon() {
     let port = free_port();
     let (config, key) = short_key_config(&env, port);
     let notify = NotifySocket::bind(env.path());
-    let mut daemon = Daemon::start(
-        &env,
-        &server,
-        &config,
-        &[
-            ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
-            // A ping every 10 ms: the socket's queue is full within a tenth of a second.
-            ("WATCHDOG_USEC", "20000"),
-        ],
-    );
+    let mut cmd = CREDS.run(&env, &server, &config);
+    cmd.env("NOTIFY_SOCKET", &notify.path)
+        // A ping every 10 ms: the socket's queue is full within a tenth of a second.
+        .env("WATCHDOG_USEC", "20000");
+    let mut daemon = Daemon::start(&env, cmd);
     let first = wait_for(Duration::from_secs(10), || {
         holds_valid_key(&key).then(|| std::fs::read_to_string(&key).unwrap())
     })
@@ -820,8 +722,7 @@ fn a_notify_socket_nobody_reads_does_not_stall_the_daemon() {
     assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
     let stop = Instant::now();
     daemon.signal(Signal::SIGTERM);
-    let status = wait_for(Duration::from_secs(10), || daemon.child.try_wait().unwrap())
-        .unwrap_or_else(|| panic!("did not stop\n{}", daemon.log()));
+    let status = daemon.exit_within(Duration::from_secs(10));
     assert!(status.success());
     // At most the one-second flush of queued notifications, plus slack.
     assert!(

@@ -1,10 +1,12 @@
 //! Integration tests: the real binary against temp dirs and real local servers.
 //!
 //! One test binary (faster to build and link than one per file); `util` holds the
-//! shared harness. Tests that need an external component (the official Python
-//! generator, moto, gnome-keyring, …) skip with a printed reason on a developer
-//! machine, and fail when `BEDROCK_KEYD_REQUIRE_ALL=1` (as CI sets it).
+//! shared harness, and `daemon` the one for tests that run `bedrock-keyd` in the
+//! background. Tests that need an external component (the official Python generator,
+//! moto, gnome-keyring, …) skip with a printed reason on a developer machine, and
+//! fail when `BEDROCK_KEYD_REQUIRE_ALL=1` (as CI sets it).
 
+mod daemon;
 mod fake_http;
 mod leaks;
 mod util;

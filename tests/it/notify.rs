@@ -11,11 +11,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
+use crate::daemon::{Daemon, wait_for, wait_until};
 use crate::util::{self, TestEnv};
 
 /// How many rotations each test watches.
@@ -123,19 +123,10 @@ fn start_counter(
         .spawn()
         .unwrap();
     let helper = Helper(child);
-    wait_for(Duration::from_secs(10), "the helper to start", || {
+    wait_until(Duration::from_secs(10), "the helper to start", || {
         Path::new(&format!("{}.ready", out.display())).exists()
     });
     (helper, pid_file)
-}
-
-/// Polls `ready` every 20 ms until it holds or `limit` passes (then panics).
-pub fn wait_for(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The lines of a file (none if it does not exist).
@@ -158,54 +149,14 @@ pub fn minted(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// A `bedrock-keyd run` with a log file, stopped on drop.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &TestEnv, config: &Path, own_group: bool) -> Self {
-        use std::os::unix::process::CommandExt as _;
-        let log = env.path().join("daemon.log");
-        let mut cmd = env.cmd_with_example_creds();
-        // Must never reach a command dependent.
-        cmd.env("AWS_BEARER_TOKEN_BEDROCK", "inherited-token-marker")
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if own_group {
-            cmd.process_group(0);
-        }
-        let child = cmd.spawn().unwrap();
-        Self { child, log }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM, and the exit code.
-    fn stop(&mut self) -> Option<i32> {
-        kill(Pid::from_raw(self.pid()), Signal::SIGTERM).unwrap();
-        self.child.wait().unwrap().code()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `bedrock-keyd run --config CONFIG` with the example credentials, and a bearer
+/// token in its environment that must never reach a command dependent.
+fn run(env: &TestEnv, config: &Path) -> Command {
+    let mut cmd = env.cmd_with_example_creds();
+    cmd.env("AWS_BEARER_TOKEN_BEDROCK", "inherited-token-marker")
+        .args(["run", "--config"])
+        .arg(config);
+    cmd
 }
 
 /// A config with one key `k` (raw file `key`) rotating every 3 s, notifying `notify`.
@@ -226,17 +177,20 @@ fn config(env: &TestEnv, key: &Path, notify: &str) -> PathBuf {
 /// Runs the daemon until `out` holds ROTATIONS lines, then checks that they are
 /// exactly the first keys minted, in order; returns the daemon's log.
 fn assert_every_key_announced_once(env: &TestEnv, config: &Path, out: &Path) -> String {
-    let mut daemon = Daemon::start(env, config, false);
-    let started = Instant::now();
-    while lines(out).len() < ROTATIONS {
-        assert!(
-            started.elapsed() < Duration::from_secs(40) && daemon.alive(),
-            "the dependent saw {:?}\n{}",
-            lines(out),
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut daemon = Daemon::start(env, run(env, config));
+    let seen_all = wait_for(Duration::from_secs(40), || {
+        if lines(out).len() >= ROTATIONS {
+            return Some(());
+        }
+        assert!(daemon.alive(), "the daemon exited\n{}", daemon.log());
+        None
+    });
+    assert!(
+        seen_all.is_some(),
+        "the dependent saw {:?}\n{}",
+        lines(out),
+        daemon.log()
+    );
     let minted_now = minted(&daemon.log());
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
     let log = daemon.log();
@@ -375,7 +329,7 @@ fn pid_files_without_a_usable_pid_signal_nothing() {
 
     // The daemon leads its own process group, with a bystander in it: a signal to
     // the group (pid 0) would reach both; to every process (-1), the bystander too.
-    let mut daemon = Daemon::start(&env, &config, true);
+    let mut daemon = Daemon::start_in_own_group(&env, run(&env, &config));
     let (key, out) = (dir.join("k0.key"), dir.join("bystander.seen"));
     let exe = script(
         dir,
@@ -390,14 +344,14 @@ fn pid_files_without_a_usable_pid_signal_nothing() {
             .arg(&out)
             .arg(dir.join("bystander.pid"))
             .env_clear()
-            .process_group(daemon.pid())
+            .process_group(daemon.pid().as_raw())
             .spawn()
             .unwrap()
     };
     let _bystander = Helper(bystander);
 
     // Two rounds of notifications for every key (at ~1 s and ~4 s).
-    wait_for(Duration::from_secs(20), "two failed rounds", || {
+    wait_until(Duration::from_secs(20), "two failed rounds", || {
         daemon.log().matches("notifying a dependent failed").count() >= 2 * contents.len()
     });
     assert!(daemon.alive(), "{}", daemon.log());
@@ -435,11 +389,11 @@ fn missing_pid_file_is_pending_and_then_notified() {
         &format!("pid_file = \"{}\"", pid_file.display()),
     );
     // The daemon first, the dependent later: the first key finds no pid file.
-    let mut daemon = Daemon::start(&env, &config, false);
-    wait_for(Duration::from_secs(10), "the first key", || key.exists());
+    let mut daemon = Daemon::start(&env, run(&env, &config));
+    wait_until(Duration::from_secs(10), "the first key", || key.exists());
     std::thread::sleep(Duration::from_millis(1500));
     let (_helper, _) = start_counter(env.path(), &python, &name, &key, &out);
-    wait_for(Duration::from_secs(15), "a notification", || {
+    wait_until(Duration::from_secs(15), "a notification", || {
         !lines(&out).is_empty()
     });
     let log = daemon.log();
@@ -466,7 +420,7 @@ fn once_notifies_after_delivery() {
         .unwrap();
     let log = util::stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{log}");
-    wait_for(Duration::from_secs(5), "the signal", || {
+    wait_until(Duration::from_secs(5), "the signal", || {
         !lines(&out).is_empty()
     });
     let written = std::fs::read_to_string(&key).unwrap();
@@ -559,8 +513,8 @@ fn a_sighup_storm_gives_one_notification_of_the_latest_key() {
         ),
     )
     .unwrap();
-    let mut daemon = Daemon::start(&env, &config, false);
-    wait_for(Duration::from_secs(10), "the first notification", || {
+    let mut daemon = Daemon::start(&env, run(&env, &config));
+    wait_until(Duration::from_secs(10), "the first notification", || {
         lines(&out).len() == 1
     });
     // Re-mint in a different second than the first key, so the storm's key is new.
@@ -568,7 +522,7 @@ fn a_sighup_storm_gives_one_notification_of_the_latest_key() {
     // Spaced beyond the daemon's own SIGHUP coalescing (200 ms), so each one re-mints
     // and delivers; all within the 1 s notification window.
     for _ in 0..3 {
-        kill(Pid::from_raw(daemon.pid()), Signal::SIGHUP).unwrap();
+        daemon.signal(Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(250));
     }
     std::thread::sleep(Duration::from_millis(2500));
