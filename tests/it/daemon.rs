@@ -147,6 +147,8 @@ pub struct Daemon {
     pub child: Child,
     log: PathBuf,
     own_group: bool,
+    /// The leak wrapper's "stderr fully copied" marker (`leaks.rs`).
+    copied: PathBuf,
 }
 
 impl Daemon {
@@ -175,11 +177,21 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        let copied = env.logs().join(format!("{}.log.done", child.id()));
         Self {
             child,
             log,
             own_group,
+            copied,
         }
+    }
+
+    /// After the exit: the wrapper copies stderr through `tee`, whose last lines may
+    /// land a moment after the process is gone. Waits (bounded) until they are in.
+    fn settle(&self) {
+        wait_for(Duration::from_secs(3), || {
+            self.copied.exists().then_some(())
+        });
     }
 
     pub fn pid(&self) -> Pid {
@@ -219,7 +231,10 @@ impl Daemon {
     /// Its exit status; panics with the log unless it exits within `limit`.
     pub fn exit_within(&mut self, limit: Duration) -> ExitStatus {
         match wait_for(limit, || self.child.try_wait().unwrap()) {
-            Some(status) => status,
+            Some(status) => {
+                self.settle();
+                status
+            }
             None => panic!("did not exit within {limit:?}\n{}", self.log()),
         }
     }
@@ -227,7 +242,9 @@ impl Daemon {
     /// SIGTERM, and the exit code once it has exited.
     pub fn stop(&mut self) -> Option<i32> {
         self.signal(Signal::SIGTERM);
-        self.child.wait().unwrap().code()
+        let code = self.child.wait().unwrap().code();
+        self.settle();
+        code
     }
 
     /// `stop`, then checks that it exited 0 and that no key and none of `secrets`
