@@ -511,12 +511,11 @@ fn validate_key(
         ),
         None => defaults.region.as_ref().map(|(r, _)| r.clone()),
     };
-    let role_arn = raw
-        .role_arn
-        .as_ref()
-        .map(|v| spanned(v, &field("role_arn"), crate::credentials::parse_role_arn))
-        .transpose()?
-        .map(|(arn, _)| arn);
+    let role_arn = optional(
+        &raw.role_arn,
+        &field("role_arn"),
+        crate::credentials::parse_role_arn,
+    )?;
     for (value, name) in [
         (&raw.external_id, "external_id"),
         (&raw.role_session_name, "role_session_name"),
@@ -532,42 +531,21 @@ fn validate_key(
             ));
         }
     }
-    let external_id = raw
-        .external_id
-        .as_ref()
-        .map(|v| {
-            spanned(
-                v,
-                &field("external_id"),
-                crate::credentials::parse_external_id,
-            )
-        })
-        .transpose()?
-        .map(|(v, _)| v);
-    let role_session_name = raw
-        .role_session_name
-        .as_ref()
-        .map(|v| {
-            spanned(
-                v,
-                &field("role_session_name"),
-                crate::credentials::parse_role_session_name,
-            )
-        })
-        .transpose()?
-        .map(|(v, _)| v);
-    let role_session_duration = raw
-        .role_session_duration
-        .as_ref()
-        .map(|v| {
-            spanned(
-                v,
-                &field("role_session_duration"),
-                crate::credentials::parse_role_session_duration,
-            )
-        })
-        .transpose()?
-        .map(|(v, _)| v);
+    let external_id = optional(
+        &raw.external_id,
+        &field("external_id"),
+        crate::credentials::parse_external_id,
+    )?;
+    let role_session_name = optional(
+        &raw.role_session_name,
+        &field("role_session_name"),
+        crate::credentials::parse_role_session_name,
+    )?;
+    let role_session_duration = optional(
+        &raw.role_session_duration,
+        &field("role_session_duration"),
+        crate::credentials::parse_role_session_duration,
+    )?;
     let source = SourceSpec {
         profile,
         region,
@@ -798,9 +776,7 @@ fn validate_sink(
         ));
     }
     let user = |v: &Option<Spanned<String>>, name: &str| {
-        v.as_ref()
-            .map(|v| spanned(v, &field(name), |s| s.parse::<UserRef>()).map(|(u, _)| u))
-            .transpose()
+        optional(v, &field(name), |s| s.parse::<UserRef>())
     };
     let access = FileAccess {
         mode: mode.0,
@@ -888,12 +864,7 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
             ));
         }
     }
-    let signal = raw
-        .signal
-        .as_ref()
-        .map(|v| spanned(v, &field("signal"), |s| s.parse::<Signal>()))
-        .transpose()?
-        .map(|(s, _)| s);
+    let signal = optional(&raw.signal, &field("signal"), |s| s.parse::<Signal>())?;
 
     // Exactly one target is set (checked above); take it.
     if let Some(v) = &raw.pid_file {
@@ -998,6 +969,18 @@ fn spanned<T, E: fmt::Display>(
     parse(value.get_ref())
         .map(|v| (v, value.span()))
         .map_err(|e| SpannedError::new(value.span(), field, e.to_string()))
+}
+
+/// `spanned` for an optional field: `None` when it is absent.
+fn optional<T, E: fmt::Display>(
+    value: &Option<Spanned<String>>,
+    field: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, SpannedError> {
+    value
+        .as_ref()
+        .map(|v| spanned(v, field, parse).map(|(v, _)| v))
+        .transpose()
 }
 
 fn parse_spanned<T: FromStr<Err = String>>(
