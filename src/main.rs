@@ -8,8 +8,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    bedrock_keyd::logging::init(cli.default_log_level(), cli.log_format());
-    match cli::run(cli) {
+    let config = cli.resolve_config();
+    bedrock_keyd::logging::init(cli.default_log_level(), cli.log_format(config.as_ref()));
+    match cli::run(cli, config) {
         Ok(code) => code,
         Err(err) => {
             eprintln!(

@@ -87,7 +87,7 @@ pub struct ExecArgs {
 }
 
 impl ExecArgs {
-    /// The key flags, when a config file is named (for `--log-format` lookup).
+    /// The key flags, when a config file is named (`Cli::resolve_config`).
     pub fn config_keys(&self) -> Option<&KeyFlags> {
         self.keys.config.is_some().then_some(&self.keys)
     }
@@ -117,12 +117,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
-/// The config to run and the name of the key the command gets.
-fn resolve(args: &ExecArgs) -> Result<(Config, String), CliError> {
-    let config = if args.keys.config.is_some() {
-        args.keys.resolve()?.1
-    } else {
-        Config::single(args.keys.single_key(false)?)
+/// The config to run (`config`, resolved from `--config`, or the single key of the
+/// flags) and the name of the key the command gets.
+fn resolve(args: &ExecArgs, config: Option<super::Resolved>) -> Result<(Config, String), CliError> {
+    let config = match config {
+        Some(resolved) => resolved?.1,
+        None => Config::single(args.keys.single_key(false)?),
     };
     let key: &KeyConfig = match &args.key_name {
         Some(name) => config.key(name).ok_or_else(|| {
@@ -153,8 +153,9 @@ fn resolve(args: &ExecArgs) -> Result<(Config, String), CliError> {
     Ok((config, name))
 }
 
-pub fn run(args: ExecArgs) -> Result<ExitCode, CliError> {
-    let (config, name) = resolve(&args)?;
+/// `config`: the resolved `--config`, `None` for a single key given by flags.
+pub fn run(args: ExecArgs, config: Option<super::Resolved>) -> Result<ExitCode, CliError> {
+    let (config, name) = resolve(&args, config)?;
     block_on(async move {
         let status = Arc::new(StatusBoard::new());
         let (tx, rx) = watch::channel(None);

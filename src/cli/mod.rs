@@ -15,6 +15,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use flags::KeyFlags;
+
 pub use flags::CredentialFlags;
 
 /// Exit codes of the contract; `main` returns one of these.
@@ -166,20 +168,22 @@ impl Cli {
         }
     }
 
-    /// `--log-format`, else the config's `log_format` (for the commands that read
-    /// one), else text. A config that cannot be read here is reported by the command.
-    pub fn log_format(&self) -> crate::logging::Format {
-        let from_config = || {
-            let keys = match &self.command {
-                Command::Run(args) => args.keys(),
-                Command::Once(args) => args.keys(),
-                Command::Exec(args) => args.config_keys()?,
-                _ => return None,
-            };
-            keys.resolve()
-                .ok()
-                .and_then(|(_, config)| config.log_format)
-        };
+    /// The config of the commands that read one (`run`, `once`, `exec --config`),
+    /// resolved once before logging starts, because the log format may come from it;
+    /// the command then gets this result instead of reading the file again. An error
+    /// is kept for the command to report.
+    pub fn resolve_config(&self) -> Option<Resolved> {
+        match &self.command {
+            Command::Run(args) => Some(args.keys().resolve()),
+            Command::Once(args) => Some(args.keys().resolve()),
+            Command::Exec(args) => args.config_keys().map(KeyFlags::resolve),
+            _ => None,
+        }
+    }
+
+    /// `--log-format`, else the config's `log_format`, else text.
+    pub fn log_format(&self, config: Option<&Resolved>) -> crate::logging::Format {
+        let from_config = || config?.as_ref().ok()?.1.log_format;
         match self.log_format.or_else(from_config) {
             Some(LogFormat::Json) => crate::logging::Format::Json,
             Some(LogFormat::Text) | None => crate::logging::Format::Text,
@@ -187,16 +191,31 @@ impl Cli {
     }
 }
 
-/// Runs the command. Errors carry their exit code; `main` prints them once.
-pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+/// A resolved config: where it came from (`None` for a single key given by flags)
+/// and what it says, or why it could not be used.
+pub type Resolved =
+    Result<(Option<crate::config::ConfigLocation>, crate::config::Config), CliError>;
+
+/// Runs the command with the config `Cli::resolve_config` returned (read here when
+/// `None`). Errors carry their exit code; `main` prints them once.
+pub fn run(cli: Cli, config: Option<Resolved>) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Mint(args) => mint::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Check(args) => check::run(args),
         Command::Completions(args) => completions::run(args),
-        Command::Once(args) => once::run(*args),
-        Command::Run(args) => run::run(*args),
-        Command::Exec(args) => exec::run(*args),
+        Command::Once(args) => {
+            let config = config.unwrap_or_else(|| args.keys().resolve());
+            once::run(*args, config)
+        }
+        Command::Run(args) => {
+            let config = config.unwrap_or_else(|| args.keys().resolve());
+            run::run(*args, config)
+        }
+        Command::Exec(args) => {
+            let config = config.or_else(|| args.config_keys().map(KeyFlags::resolve));
+            exec::run(*args, config)
+        }
         Command::Status(args) => status::run(args),
     }
 }

@@ -63,9 +63,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
-pub fn run(args: OnceArgs) -> Result<ExitCode, CliError> {
+pub fn run(args: OnceArgs, config: super::Resolved) -> Result<ExitCode, CliError> {
     // Usage and config errors first: nothing is minted for a setup that cannot work.
-    let (_, config) = args.keys.resolve()?;
+    let (_, config) = config?;
     block_on(async {
         let mut first_error = None;
         let status = Arc::new(StatusBoard::new());

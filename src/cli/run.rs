@@ -98,8 +98,8 @@ impl RunArgs {
     }
 }
 
-pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
-    let (location, mut config) = args.keys.resolve()?;
+pub fn run(args: RunArgs, config: super::Resolved) -> Result<ExitCode, CliError> {
+    let (location, mut config) = config?;
     if let Some(addr) = args.listen {
         if let Some(location) = &location {
             return Err(CliError::Usage(format!(

@@ -478,3 +478,52 @@ fn no_config_anywhere_says_where_it_looked() {
         "{stderr}"
     );
 }
+
+/// The config's `log_format` applies from the first log line of `once` (the file is
+/// read once, before logging starts); `--log-format` overrides it; a broken config is
+/// still one plain error line.
+#[test]
+fn log_format_comes_from_the_config_unless_the_flag_says_otherwise() {
+    let env = TestEnv::new();
+    let config = env.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "log_format = \"json\"\n\n[[key]]\nname = \"k\"\nregion = \"us-east-1\"\n\
+             [[key.sink]]\ntype = \"file\"\npath = \"{}/k.key\"\n",
+            env.path().display()
+        ),
+    )
+    .unwrap();
+    let once = |extra: &[&str]| {
+        let out = util::at_default_log_level(&mut env.cmd_with_example_creds())
+            .args(extra)
+            .args(["once", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", util::stderr(&out));
+        util::stderr(&out)
+    };
+    let json = once(&[]);
+    assert!(!json.is_empty());
+    for line in json.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["fields"]["message"].is_string(), "{line}");
+    }
+    let text = once(&["--log-format", "text"]);
+    assert!(text.lines().all(|l| !l.starts_with('{')), "{text}");
+    assert!(text.contains("INFO"), "{text}");
+
+    std::fs::write(&config, "log_format = \"json\"\n[[key]]\nnam = 1\n").unwrap();
+    let out = util::at_default_log_level(&mut env.cmd_with_example_creds())
+        .args(["once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = util::stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("bedrock-keyd: error: "), "{err}");
+}
