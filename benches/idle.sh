@@ -6,6 +6,7 @@
 #
 #   benches/idle.sh                    # RUNS=10 runs of IDLE=60 seconds each
 #   RUNS=20 IDLE=120 SHORT=180 benches/idle.sh
+#   EVICT=1 benches/idle.sh            # the binary read from disk (see below)
 #
 # Each run is a fresh daemon; the summary line gives the median over the runs.
 set -euo pipefail
@@ -17,6 +18,14 @@ SHORT=${SHORT:-150}
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
   BIN=$PWD/target/release/bedrock-keyd
+fi
+if [ "${EVICT:-0}" = 1 ]; then
+  # A binary the linker (or cp, or a package manager) just wrote sits in the page cache
+  # in larger folios than the loader's readahead makes, and a page fault maps a whole
+  # folio: the same daemon then shows ~0.7 MiB more RSS. Dropping the binary's cached
+  # pages (no root needed) measures it as read from disk, as after a reboot.
+  # (Written back first: only clean pages can be dropped.)
+  sync "$BIN" && dd if="$BIN" iflag=nocache count=0 status=none
 fi
 WORK=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -7,6 +7,7 @@
 #
 #   benches/peers.sh                # builds the release binary, sets up the peers
 #   RUNS=30 benches/peers.sh        # more runs
+#   EVICT=1 benches/peers.sh        # bedrock-keyd read from disk, like the peers' binaries
 #
 # Needs: hyperfine and GNU time (Debian: hyperfine, time), python3, node/npm. It
 # installs the generators into target/peers (a venv and node_modules).
@@ -20,6 +21,14 @@ command -v hyperfine >/dev/null || { echo "install hyperfine (apt-get install hy
 
 cargo build --release --quiet
 BIN=$PWD/target/release/bedrock-keyd
+if [ "${EVICT:-0}" = 1 ]; then
+  # The page cache holds a binary the linker just wrote in larger folios than the
+  # loader's readahead would, and each page fault maps a whole folio: fewer faults,
+  # a larger RSS. Dropping the binary's cached pages (no root needed) makes the first
+  # warm-up run read it from disk, as after a reboot, and as python, node and dd were.
+  # (Written back first: only clean pages can be dropped.)
+  sync "$BIN" && dd if="$BIN" iflag=nocache count=0 status=none
+fi
 [ -x "$WORK/venv/bin/python" ] || python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install -q --disable-pip-version-check 'aws-bedrock-token-generator==1.1.0'
 if [ ! -d "$WORK/node_modules/@aws/bedrock-token-generator" ]; then

@@ -48,7 +48,7 @@ mod imds;
 
 use chain::{
     Link, build_links, check_profile_exists, classify, classify_sts, explicit_profile_not_loaded,
-    imds_client, not_loaded_reason, provider_config, resolve_region, sts_timeouts,
+    not_loaded_reason, resolve_region, sts_timeouts,
 };
 
 use crate::duration;
@@ -318,7 +318,11 @@ pub fn renewal(held: Option<Held>, now: SystemTime, want_valid_for: Duration) ->
 pub struct SdkSource {
     spec: SourceSpec,
     region: Region,
-    sdk_config: SdkConfig,
+    /// Endpoint overrides (`AWS_ENDPOINT_URL_STS`), retry and timeout settings for the
+    /// STS client that assumes `role_arn`, read on the first role assumption: keys
+    /// without a role never need them, and reading them means the environment and the
+    /// config files. Credentials are not loaded through it: the chain does that.
+    sdk_config: tokio::sync::OnceCell<SdkConfig>,
     /// The chain, rebuilt by `invalidate()`: the SDK parses the config files once per
     /// chain, so edits to `~/.aws` are only seen by a new one.
     links: Mutex<Arc<Vec<Link>>>,
@@ -360,35 +364,12 @@ impl SdkSource {
         if let Some(profile) = &spec.profile {
             check_profile_exists(profile).await?;
         }
-        let unscoped = provider_config(None);
-        let region = resolve_region(spec, &unscoped, &imds_client(&unscoped)).await?;
-        let provider_config = provider_config(Some(&region));
-        let imds_client = imds_client(&provider_config);
-        let sdk_region = aws_config::Region::new(region.as_str().to_owned());
-
-        // Loaded once: endpoint overrides (AWS_ENDPOINT_URL_STS), retry and timeout
-        // settings for the STS client that assumes `role_arn`. Credentials are not
-        // loaded through it: the chain below does that.
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http::shared())
-            .region(sdk_region)
-            .timeout_config(sts_timeouts())
-            .no_credentials();
-        if let Some(profile) = &spec.profile {
-            loader = loader.profile_name(profile);
-        }
-        let sdk_config = tokio::time::timeout(LOCAL_TIMEOUT, loader.load())
-            .await
-            .map_err(|_| CredentialsError::Timeout {
-                origin: "reading the AWS config files".to_owned(),
-                after: LOCAL_TIMEOUT,
-            })?;
-
-        let links = build_links(spec, &provider_config, imds_client);
+        let region = resolve_region(spec).await?;
+        let links = build_links(spec, &region);
         Ok(Self {
             spec: spec.clone(),
             region,
-            sdk_config,
+            sdk_config: tokio::sync::OnceCell::new(),
             links: Mutex::new(Arc::new(links)),
             held: Mutex::new(None),
             clock: Arc::new(SystemTime::now),
@@ -405,7 +386,8 @@ impl SdkSource {
                 ..SourceSpec::default()
             },
             region,
-            sdk_config: SdkConfig::builder().build(),
+            // No role is assumed, so the STS settings are never read.
+            sdk_config: tokio::sync::OnceCell::new(),
             links: Mutex::new(Arc::new(vec![Link::Custom(
                 aws_credential_types::provider::SharedCredentialsProvider::new(provider),
             )])),
@@ -460,9 +442,7 @@ impl SdkSource {
         if matches!(links.as_slice(), [Link::Custom(_)]) {
             return;
         }
-        let provider_config = provider_config(Some(&self.region));
-        let imds_client = imds_client(&provider_config);
-        *links = Arc::new(build_links(&self.spec, &provider_config, imds_client));
+        *links = Arc::new(build_links(&self.spec, &self.region));
     }
 
     fn held(&self) -> Option<Fetched> {
@@ -575,13 +555,35 @@ impl SdkSource {
         Err(CredentialsError::NotFound { tried })
     }
 
+    /// The STS settings (see the field), loaded once.
+    async fn sdk_config(&self) -> Result<&SdkConfig, CredentialsError> {
+        self.sdk_config
+            .get_or_try_init(|| async {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .http_client(http::shared())
+                    .region(aws_config::Region::new(self.region.as_str().to_owned()))
+                    .timeout_config(sts_timeouts())
+                    .no_credentials();
+                if let Some(profile) = &self.spec.profile {
+                    loader = loader.profile_name(profile);
+                }
+                tokio::time::timeout(LOCAL_TIMEOUT, loader.load())
+                    .await
+                    .map_err(|_| CredentialsError::Timeout {
+                        origin: "reading the AWS config files".to_owned(),
+                        after: LOCAL_TIMEOUT,
+                    })
+            })
+            .await
+    }
+
     async fn assume_role(
         &self,
         role_arn: &str,
         base: Credentials,
     ) -> Result<Credentials, CredentialsError> {
         let mut builder = AssumeRoleProvider::builder(role_arn)
-            .configure(&self.sdk_config)
+            .configure(self.sdk_config().await?)
             .session_name(
                 self.spec
                     .role_session_name

@@ -21,7 +21,7 @@ use super::{CliError, block_on, flags::KeyFlags};
 use crate::config::KeyConfig;
 use crate::credentials::{CredentialSource, SdkSource};
 use crate::daemon::StatusBoard;
-use crate::daemon::{RefreshError, deliver};
+use crate::daemon::{RefreshError, deliver_here};
 use crate::mint::mint;
 use crate::notify::Dependents;
 use crate::sink::Sink;
@@ -119,7 +119,8 @@ async fn once(
         SystemTime::now(),
     )?;
     crate::mint::log_minted(&minted);
-    match deliver(&sinks, &minted).await {
+    // On this thread: `once` has nothing to do while the sinks are written.
+    match deliver_here(&sinks, &minted) {
         Ok(_) => {}
         Err(RefreshError::Sinks(failures)) => {
             return Err(CliError::Sinks(super::SinkFailures {

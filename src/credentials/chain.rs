@@ -5,6 +5,7 @@
 //! The order is `aws-config`'s default chain; each link is built here so that each can
 //! be bounded and named on its own (see the parent module).
 
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -65,25 +66,22 @@ pub(super) fn sts_timeouts() -> TimeoutConfig {
 }
 
 /// The region: `--region`, then `AWS_REGION` / `AWS_DEFAULT_REGION`, then the
-/// profile's `region`, then instance metadata; each lookup bounded.
-pub(super) async fn resolve_region(
-    spec: &SourceSpec,
-    provider_config: &ProviderConfig,
-    imds_client: &imds::Client,
-) -> Result<Region, CredentialsError> {
+/// profile's `region`, then instance metadata; each lookup bounded. The SDK settings
+/// for the last two are built only when they are reached.
+pub(super) async fn resolve_region(spec: &SourceSpec) -> Result<Region, CredentialsError> {
     if let Some(region) = &spec.region {
         return Ok(region.clone());
     }
-    let from_env = EnvironmentVariableRegionProvider::new().region().await;
-    let region = match from_env {
+    let region = match EnvironmentVariableRegionProvider::new().region().await {
         Some(r) => Some(r),
         None => {
-            let mut profile = ProfileFileRegionProvider::builder().configure(provider_config);
+            let provider_config = provider_config(None);
+            let mut profile = ProfileFileRegionProvider::builder().configure(&provider_config);
             if let Some(name) = &spec.profile {
                 profile = profile.profile_name(name);
             }
             let profile = profile.build();
-            match tokio::time::timeout(LOCAL_TIMEOUT, profile.region()).await {
+            let from_profile = match tokio::time::timeout(LOCAL_TIMEOUT, profile.region()).await {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(CredentialsError::Timeout {
@@ -91,23 +89,24 @@ pub(super) async fn resolve_region(
                         after: LOCAL_TIMEOUT,
                     });
                 }
-            }
-        }
-    };
-    let region = match region {
-        Some(r) => Some(r),
-        None => {
-            let imds = ImdsRegionProvider::builder()
-                .configure(provider_config)
-                .imds_client(imds_client.clone())
-                .build();
-            match tokio::time::timeout(IMDS_TIMEOUT, imds.region()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(CredentialsError::Timeout {
-                        origin: "region lookup in EC2 instance metadata (pass --region)".to_owned(),
-                        after: IMDS_TIMEOUT,
-                    });
+            };
+            match from_profile {
+                Some(r) => Some(r),
+                None => {
+                    let imds = ImdsRegionProvider::builder()
+                        .configure(&provider_config)
+                        .imds_client(imds_client(&provider_config))
+                        .build();
+                    match tokio::time::timeout(IMDS_TIMEOUT, imds.region()).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            return Err(CredentialsError::Timeout {
+                                origin: "region lookup in EC2 instance metadata (pass --region)"
+                                    .to_owned(),
+                                after: IMDS_TIMEOUT,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -208,6 +207,26 @@ pub(super) fn explicit_profile_not_loaded(profile: &str, reason: String) -> Cred
     }
 }
 
+/// An SDK provider built on first use. The chain is walked in order and stops at the
+/// first link that has credentials, often the first one (environment variables), so
+/// the links after it are usually never asked. Building all of their SDK providers up
+/// front (STS clients, an IMDS client, their runtime plugins) cost a `once` run more
+/// CPU time and page faults than the signing itself (BENCHMARKS.md, "Side by side").
+pub(super) struct Lazy<T>(LazyLock<T, Box<dyn FnOnce() -> T + Send>>);
+
+impl<T> Lazy<T> {
+    fn new(build: impl FnOnce() -> T + Send + 'static) -> Self {
+        Self(LazyLock::new(Box::new(build)))
+    }
+}
+
+impl<T> std::ops::Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// One source in the chain, with its name and time bound. Built once per source,
 /// a handful per key: the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -216,53 +235,60 @@ pub(super) enum Link {
     Profile {
         name: String,
         explicit: bool,
-        provider: ProfileFileCredentialsProvider,
+        provider: Lazy<ProfileFileCredentialsProvider>,
     },
-    WebIdentity(WebIdentityTokenCredentialsProvider),
-    Container(EcsCredentialsProvider),
-    Imds(imds::Client),
+    WebIdentity(Lazy<WebIdentityTokenCredentialsProvider>),
+    Container(Lazy<EcsCredentialsProvider>),
+    Imds(Lazy<imds::Client>),
     /// A provider handed in by [`SdkSource::from_provider`].
     Custom(aws_credential_types::provider::SharedCredentialsProvider),
 }
 
-pub(super) fn build_links(
-    spec: &SourceSpec,
-    provider_config: &ProviderConfig,
-    imds_client: imds::Client,
-) -> Vec<Link> {
+/// The chain for `spec` in `region`. Nothing is built for a link before it is asked;
+/// the links that are share one [`ProviderConfig`], so the config files are parsed
+/// once per chain.
+pub(super) fn build_links(spec: &SourceSpec, region: &Region) -> Vec<Link> {
+    let region = region.clone();
+    let config = Arc::new(Lazy::new(move || provider_config(Some(&region))));
     let profile = |name: Option<&String>| {
-        let mut builder = ProfileFileCredentialsProvider::builder().configure(provider_config);
-        if let Some(name) = name {
-            builder = builder.profile_name(name);
-        }
+        let config = config.clone();
+        let chosen = name.cloned();
         Link::Profile {
             name: name
                 .cloned()
                 .or_else(|| std::env::var("AWS_PROFILE").ok())
                 .unwrap_or_else(|| "default".to_owned()),
             explicit: name.is_some(),
-            provider: builder.build(),
+            provider: Lazy::new(move || {
+                let mut builder = ProfileFileCredentialsProvider::builder().configure(&config);
+                if let Some(name) = chosen {
+                    builder = builder.profile_name(name);
+                }
+                builder.build()
+            }),
         }
     };
     if let Some(name) = &spec.profile {
         return vec![profile(Some(name))];
     }
+    let profile = profile(None);
+    let (web, ecs, imds) = (config.clone(), config.clone(), config);
     vec![
         Link::Environment(EnvironmentVariableCredentialsProvider::new()),
-        profile(None),
-        Link::WebIdentity(
+        profile,
+        Link::WebIdentity(Lazy::new(move || {
             WebIdentityTokenCredentialsProvider::builder()
-                .configure(provider_config)
-                .build(),
-        ),
-        Link::Container(
+                .configure(&web)
+                .build()
+        })),
+        Link::Container(Lazy::new(move || {
             EcsCredentialsProvider::builder()
-                .configure(provider_config)
+                .configure(&ecs)
                 .connect_timeout(CONTAINER_CONNECT_TIMEOUT)
                 .read_timeout(CONTAINER_READ_TIMEOUT)
-                .build(),
-        ),
-        Link::Imds(imds_client),
+                .build()
+        })),
+        Link::Imds(Lazy::new(move || imds_client(&imds))),
     ]
 }
 

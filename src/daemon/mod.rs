@@ -444,25 +444,52 @@ pub async fn deliver(
     let span = tracing::Span::current();
     let results = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        sinks
-            .iter()
-            .map(|sink| {
-                let result = sink.write(&key, &meta);
-                match &result {
-                    Ok(WriteOutcome::Written) => {
-                        tracing::info!(sink = %sink.describe(), "sink written")
-                    }
-                    Ok(WriteOutcome::Unchanged) => {
-                        tracing::debug!(sink = %sink.describe(), "sink already holds the key")
-                    }
-                    Err(_) => {}
-                }
-                result
-            })
-            .collect::<Vec<_>>()
+        write_each(&sinks, &key, &meta)
     })
     .await
     .map_err(|e| RefreshError::SinkTask(e.to_string()))?;
+    sink_outcomes(results)
+}
+
+/// [`deliver`] on the calling thread, for a caller with nothing else to run meanwhile
+/// (`once` handles its keys one after the other). It spares the blocking thread, which
+/// on a one-shot run costs more than the writes: a `clone`, a stack, a malloc arena
+/// and the hand-overs between the threads (see BENCHMARKS.md, "Side by side").
+pub fn deliver_here(
+    sinks: &[Arc<dyn Sink>],
+    minted: &MintedKey,
+) -> Result<Vec<WriteOutcome>, RefreshError> {
+    sink_outcomes(write_each(sinks, &minted.key, &minted.meta))
+}
+
+/// Writes the key to every sink in order, logging each outcome.
+fn write_each(
+    sinks: &[Arc<dyn Sink>],
+    key: &crate::key::ApiKey,
+    meta: &crate::key::KeyMeta,
+) -> Vec<Result<WriteOutcome, SinkError>> {
+    sinks
+        .iter()
+        .map(|sink| {
+            let result = sink.write(key, meta);
+            match &result {
+                Ok(WriteOutcome::Written) => {
+                    tracing::info!(sink = %sink.describe(), "sink written")
+                }
+                Ok(WriteOutcome::Unchanged) => {
+                    tracing::debug!(sink = %sink.describe(), "sink already holds the key")
+                }
+                Err(_) => {}
+            }
+            result
+        })
+        .collect()
+}
+
+/// The outcomes, or every sink error when any sink failed.
+fn sink_outcomes(
+    results: Vec<Result<WriteOutcome, SinkError>>,
+) -> Result<Vec<WriteOutcome>, RefreshError> {
     let mut outcomes = Vec::with_capacity(results.len());
     let mut errors = Vec::new();
     for result in results {
