@@ -39,14 +39,14 @@ impl HttpClient for DeferredTls {
     }
 }
 
-/// The shared client: the SDK's default (hyper 1, rustls with aws-lc), TLS set up on
-/// first use.
+/// The shared client: the SDK's (hyper 1, rustls with ring; see Cargo.toml), TLS set
+/// up on first use.
 pub(super) fn shared() -> SharedHttpClient {
     static CLIENT: OnceLock<SharedHttpClient> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
             let inner = aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+                .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
                 .build_https();
             SharedHttpClient::new(DeferredTls(inner))
         })
