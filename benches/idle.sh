@@ -14,19 +14,9 @@ cd "$(dirname "$0")/.."
 IDLE=${IDLE:-60}
 RUNS=${RUNS:-10}
 SHORT=${SHORT:-150}
-# BIN=path/to/bedrock-keyd measures a binary built elsewhere (e.g. another profile).
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet
-  BIN=$PWD/target/release/bedrock-keyd
-fi
-if [ "${EVICT:-0}" = 1 ]; then
-  # A binary the linker (or cp, or a package manager) just wrote sits in the page cache
-  # in larger folios than the loader's readahead makes, and a page fault maps a whole
-  # folio: the same daemon then shows ~0.7 MiB more RSS. Dropping the binary's cached
-  # pages (no root needed) measures it as read from disk, as after a reboot.
-  # (Written back first: only clean pages can be dropped.)
-  sync "$BIN" && dd if="$BIN" iflag=nocache count=0 status=none
-fi
+# BIN=path/to/bedrock-keyd measures a binary built elsewhere; EVICT=1: see common.sh.
+. benches/common.sh
+bench_binary
 WORK=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE

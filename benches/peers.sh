@@ -8,6 +8,7 @@
 #   benches/peers.sh                # builds the release binary, sets up the peers
 #   RUNS=30 benches/peers.sh        # more runs
 #   EVICT=1 benches/peers.sh        # bedrock-keyd read from disk, like the peers' binaries
+#   BIN=path/to/bedrock-keyd benches/peers.sh   # a binary built elsewhere
 #
 # Needs: hyperfine and GNU time (Debian: hyperfine, time), python3, node/npm. It
 # installs the generators into target/peers (a venv and node_modules).
@@ -16,19 +17,9 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-20}
 WORK=target/peers
 mkdir -p "$WORK"
-command -v hyperfine >/dev/null || { echo "install hyperfine (apt-get install hyperfine)" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "install GNU time (apt-get install time)" >&2; exit 1; }
-
-cargo build --release --quiet
-BIN=$PWD/target/release/bedrock-keyd
-if [ "${EVICT:-0}" = 1 ]; then
-  # The page cache holds a binary the linker just wrote in larger folios than the
-  # loader's readahead would, and each page fault maps a whole folio: fewer faults,
-  # a larger RSS. Dropping the binary's cached pages (no root needed) makes the first
-  # warm-up run read it from disk, as after a reboot, and as python, node and dd were.
-  # (Written back first: only clean pages can be dropped.)
-  sync "$BIN" && dd if="$BIN" iflag=nocache count=0 status=none
-fi
+. benches/common.sh
+need_timers
+bench_binary
 [ -x "$WORK/venv/bin/python" ] || python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install -q --disable-pip-version-check 'aws-bedrock-token-generator==1.1.0'
 if [ ! -d "$WORK/node_modules/@aws/bedrock-token-generator" ]; then
@@ -50,22 +41,13 @@ declare -A CMD=(
   [python]="$WORK/venv/bin/python benches/peers/python_once.py $OUT/py.key"
   [js]="node $WORK/js_once.js $OUT/js.key"
 )
-declare -A TARGET=([floor-dd]=dd.key [bedrock-keyd]=keyd.key [python]=py.key [js]=js.key)
 ORDER=(floor-dd bedrock-keyd python js)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "runs per command: $RUNS"
-for name in "${ORDER[@]}"; do
-  # Each run starts without the target: every tool really writes (bedrock-keyd writes
-  # nothing when the file already holds the same key, which within one second it would).
-  hyperfine --runs "$RUNS" --warmup 3 -N --prepare "rm -f $OUT/${TARGET[$name]}" \
-    --export-json "$WORK/$name.json" "${CMD[$name]}" >/dev/null
-  : > "$WORK/$name.time"
-  for _ in $(seq "$RUNS"); do
-    rm -f "$OUT/${TARGET[$name]}"
-    /usr/bin/time -a -o "$WORK/$name.time" -f "%U %S %M" ${CMD[$name]} >/dev/null 2>&1
-  done
-done
+# Each run starts without the targets: every tool really writes (bedrock-keyd writes
+# nothing when the file already holds the same key, which within one second it would).
+time_each "$WORK" "%U %S %M" "rm -f $OUT/dd.key $OUT/keyd.key $OUT/py.key $OUT/js.key" "${ORDER[@]}"
 
 python3 - "$WORK" "${ORDER[@]}" <<'PY'
 import json, statistics, sys

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where the wall time of `bedrock-keyd once` goes, step by step, next to the
-# `dd conv=fsync` floor of benches/peers.sh. Each row adds one thing to the row above:
+# `dd conv=fsync` floor of benches/peers.sh. Each step adds one thing to an earlier one:
 #
 #   /bin/true                     start a small C program (loader, glibc start-up)
 #   dd conv=fsync (the floor)     + write the key's bytes and fsync them
@@ -10,22 +10,16 @@
 #   once → disk                   + the two fsyncs on the disk (file, then directory)
 #
 #   benches/startup.sh            # RUNS=40 runs each; medians
-#   EVICT=1 benches/startup.sh    # the binary read from disk first (see peers.sh)
+#   EVICT=1 benches/startup.sh    # the binary read from disk first (benches/common.sh)
+#   BIN=path/to/bedrock-keyd benches/startup.sh
 #
 # Needs hyperfine and GNU time (Debian: hyperfine, time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-40}
-command -v hyperfine >/dev/null || { echo "install hyperfine (apt-get install hyperfine)" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "install GNU time (apt-get install time)" >&2; exit 1; }
-
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet
-  BIN=$PWD/target/release/bedrock-keyd
-fi
-if [ "${EVICT:-0}" = 1 ]; then
-  sync "$BIN" && dd if="$BIN" iflag=nocache count=0 status=none
-fi
+. benches/common.sh
+need_timers
+bench_binary
 WORK=target/startup
 DISK=$PWD/$WORK/out
 SHM=$(mktemp -d /dev/shm/bedrock-keyd-startup.XXXXXX)
@@ -46,17 +40,8 @@ declare -A CMD=(
   [once-disk]="$BIN once --lifetime 12h --file $DISK/k.key"
 )
 echo "machine: $(nproc) cores, $(uname -r); binary $(stat -c %s "$BIN") bytes; load $(cut -d' ' -f1-3 /proc/loadavg)"
-for name in "${NAMES[@]}"; do
-  # A fresh target each run, as in peers.sh: creating the file is part of the job.
-  hyperfine --runs "$RUNS" --warmup 3 -N \
-    --prepare "rm -f $DISK/dd.key $DISK/k.key $SHM/k.key" \
-    --export-json "$WORK/$name.json" "${CMD[$name]}" >/dev/null 2>&1
-  : > "$WORK/$name.time"
-  for _ in $(seq "$RUNS"); do
-    rm -f "$DISK/dd.key" "$DISK/k.key" "$SHM/k.key"
-    /usr/bin/time -a -o "$WORK/$name.time" -f "%R" ${CMD[$name]} >/dev/null 2>&1
-  done
-done
+# A fresh target each run, as in peers.sh: creating the file is part of the job.
+time_each "$WORK" "%R" "rm -f $DISK/dd.key $DISK/k.key $SHM/k.key" "${NAMES[@]}"
 
 python3 - "$WORK" "${NAMES[@]}" <<'PY'
 import json, statistics, sys
