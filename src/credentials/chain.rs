@@ -76,38 +76,9 @@ pub(super) async fn resolve_region(spec: &SourceSpec) -> Result<Region, Credenti
         Some(r) => Some(r),
         None => {
             let provider_config = provider_config(None);
-            let mut profile = ProfileFileRegionProvider::builder().configure(&provider_config);
-            if let Some(name) = &spec.profile {
-                profile = profile.profile_name(name);
-            }
-            let profile = profile.build();
-            let from_profile = match tokio::time::timeout(LOCAL_TIMEOUT, profile.region()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(CredentialsError::Timeout {
-                        origin: "region lookup in the AWS config file".to_owned(),
-                        after: LOCAL_TIMEOUT,
-                    });
-                }
-            };
-            match from_profile {
+            match profile_region(spec, &provider_config).await? {
                 Some(r) => Some(r),
-                None => {
-                    let imds = ImdsRegionProvider::builder()
-                        .configure(&provider_config)
-                        .imds_client(imds_client(&provider_config))
-                        .build();
-                    match tokio::time::timeout(IMDS_TIMEOUT, imds.region()).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            return Err(CredentialsError::Timeout {
-                                origin: "region lookup in EC2 instance metadata (pass --region)"
-                                    .to_owned(),
-                                after: IMDS_TIMEOUT,
-                            });
-                        }
-                    }
-                }
+                None => imds_region(&provider_config).await?,
             }
         }
     };
@@ -117,6 +88,39 @@ pub(super) async fn resolve_region(spec: &SourceSpec) -> Result<Region, Credenti
             profile: spec.profile.clone(),
         }),
     }
+}
+
+/// The profile's `region`, bounded by [`LOCAL_TIMEOUT`].
+async fn profile_region(
+    spec: &SourceSpec,
+    provider_config: &ProviderConfig,
+) -> Result<Option<aws_config::Region>, CredentialsError> {
+    let mut profile = ProfileFileRegionProvider::builder().configure(provider_config);
+    if let Some(name) = &spec.profile {
+        profile = profile.profile_name(name);
+    }
+    tokio::time::timeout(LOCAL_TIMEOUT, profile.build().region())
+        .await
+        .map_err(|_| CredentialsError::Timeout {
+            origin: "region lookup in the AWS config file".to_owned(),
+            after: LOCAL_TIMEOUT,
+        })
+}
+
+/// The instance's region from EC2 instance metadata, bounded by [`IMDS_TIMEOUT`].
+async fn imds_region(
+    provider_config: &ProviderConfig,
+) -> Result<Option<aws_config::Region>, CredentialsError> {
+    let imds = ImdsRegionProvider::builder()
+        .configure(provider_config)
+        .imds_client(imds_client(provider_config))
+        .build();
+    tokio::time::timeout(IMDS_TIMEOUT, imds.region())
+        .await
+        .map_err(|_| CredentialsError::Timeout {
+            origin: "region lookup in EC2 instance metadata (pass --region)".to_owned(),
+            after: IMDS_TIMEOUT,
+        })
 }
 
 /// The config and credentials file paths, as the SDK finds them, for error messages.
