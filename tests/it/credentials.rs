@@ -374,6 +374,37 @@ fn imds_expired_credentials_are_an_error_not_a_stretched_key() {
 }
 
 #[test]
+fn the_region_comes_from_instance_metadata_last_and_its_absence_is_a_config_error() {
+    // Neither --region, AWS_REGION nor a profile region: instance metadata is asked.
+    let env = TestEnv::new();
+    let server = FakeServer::start(|r| match (r.method.as_str(), r.path.as_str()) {
+        ("PUT", "/latest/api/token") => Reply::ImdsToken("imds-session-token".to_owned()),
+        ("GET", "/latest/meta-data/placement/region")
+            if r.header("x-aws-ec2-metadata-token") == Some("imds-session-token") =>
+        {
+            Reply::Text("ap-southeast-2".to_owned())
+        }
+        _ => Reply::Status(404),
+    });
+    let minted = mint_json(
+        env.cmd_with_example_creds()
+            .env_remove("AWS_EC2_METADATA_DISABLED")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.url("/")),
+        &[],
+    );
+    assert_eq!(minted.decoded.region, "ap-southeast-2");
+
+    // Without instance metadata either, it is a configuration error that says what to do.
+    let (out, _) = failing_mint(&mut env.cmd_with_example_creds(), &[]);
+    let err = util::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("no AWS region: pass --region, set AWS_REGION"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_machine_without_imds_is_not_stalled() {
     // Hanging IMDS (a black-holed 169.254.169.254) and refused connections (no IMDS
     // at all): both end quickly, naming instance metadata.
