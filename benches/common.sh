@@ -19,6 +19,14 @@ bench_binary() {
   fi
 }
 
+# The documentation's example credentials: minting is offline, so no request is made.
+# Instance metadata off, so nothing (not even a peer's SDK) probes the network.
+example_credentials() {
+  export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE
+  export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+  export AWS_EC2_METADATA_DISABLED=true
+}
+
 # Fails early, with what to install, when hyperfine or GNU time is missing.
 need_timers() {
   command -v hyperfine >/dev/null || { echo "install hyperfine (apt-get install hyperfine)" >&2; exit 1; }

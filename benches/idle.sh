@@ -19,9 +19,8 @@ SHORT=${SHORT:-150}
 bench_binary
 WORK=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$WORK"' EXIT
-export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE
-export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
-export AWS_EC2_METADATA_DISABLED=true HOME=$WORK
+example_credentials
+export HOME=$WORK
 
 config() { # N LIFETIME MIN_REMAINING
   local n=$1 dir=$WORK/keys-$1-$2

@@ -27,10 +27,8 @@ if [ ! -d "$WORK/node_modules/@aws/bedrock-token-generator" ]; then
 fi
 cp benches/peers/js_once.js "$WORK/js_once.js"
 
-# Example credentials: minting is offline. IMDS off so no peer probes the network.
-export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE
-export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+example_credentials
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 OUT=$PWD/$WORK/out
 mkdir -p "$OUT"
 "$BIN" once --lifetime 12h --file "$OUT/floor.bytes" >/dev/null 2>&1

@@ -26,9 +26,8 @@ SHM=$(mktemp -d /dev/shm/bedrock-keyd-startup.XXXXXX)
 trap 'rm -rf "$SHM"' EXIT
 mkdir -p "$DISK"
 
-export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE
-export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
-export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+example_credentials
+export AWS_REGION=us-east-1
 "$BIN" once --lifetime 12h --file "$DISK/floor.bytes" >/dev/null 2>&1
 
 NAMES=(true floor-dd version once-shm once-disk)
