@@ -203,7 +203,9 @@ pub async fn resolve(spec: &SourceSpec) -> Result<Resolved, CredentialsError> {
     })
 }
 
-/// The Display of an error and its sources, joined with ": ".
+/// The Display of an error and its sources, joined with ": ", redacted
+/// ([`crate::redact`]): a source may carry outside text, such as the stderr of a
+/// failing `credential_process` inside the SDK's error, that holds a secret.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
@@ -215,7 +217,7 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    out
+    crate::redact::redact(&out).into_owned()
 }
 
 /// The seam between the scheduler and AWS: something that yields signing credentials
