@@ -187,6 +187,48 @@ fn broken_configs_exit_78_naming_file_line_and_field() {
             "maximum of 12h",
         ),
         (
+            "lifetime just over 12h, shown as written",
+            one_key(&dir, "lifetime = \"43200001ms\""),
+            3,
+            "key \"k\": lifetime",
+            "lifetime 43200001ms is longer than the maximum of 12h",
+        ),
+        (
+            "a repeated duration unit",
+            one_key(&dir, "lifetime = \"1h1h\""),
+            3,
+            "key \"k\": lifetime",
+            "\"1h1h\" gives the unit \"h\" twice",
+        ),
+        (
+            "a sink path ending in /.",
+            format!(
+                "[[key]]\nname = \"k\"\n  [[key.sink]]\n  type = \"file\"\n  path = \"{d}/.\"\n"
+            ),
+            5,
+            "key \"k\": sink[0].path",
+            "ends in \"/.\"",
+        ),
+        (
+            "a sink path ending in /..",
+            format!(
+                "[[key]]\nname = \"k\"\n  [[key.sink]]\n  type = \"env-file\"\n  path = \"{d}/..\"\n"
+            ),
+            5,
+            "key \"k\": sink[0].path",
+            "ends in \"/..\"",
+        ),
+        (
+            "a pid file ending in /.",
+            format!(
+                "{}  [[key.notify]]\n  pid_file = \"{d}/.\"\n  signal = \"HUP\"\n",
+                one_key(&dir, "")
+            ),
+            8,
+            "key \"k\": notify[0].pid_file",
+            "ends in \"/.\"",
+        ),
+        (
             "lifetime under 1s",
             one_key(&dir, "lifetime = \"500ms\""),
             3,
@@ -601,4 +643,32 @@ fn a_secret_pasted_into_a_field_is_not_echoed_in_the_error() {
             "expected {expected:?}:\n{stderr}"
         );
     }
+}
+
+/// The flags' sink and pid-file paths follow the config's rule: one ending in `/`, `/.`
+/// or `/..` names a directory and is a usage error, not cleaned into a file path
+/// (`--file /run/keys/.` once wrote a file named `/run/keys`).
+#[test]
+fn a_path_flag_naming_a_directory_is_a_usage_error() {
+    let env = TestEnv::new();
+    let dir = env.path().join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    for (flag, tail) in [
+        ("--file", "/."),
+        ("--file", "/.."),
+        ("--env-file", "/"),
+        ("--pid-file", "/."),
+    ] {
+        let path = format!("{}{tail}", dir.display());
+        let mut cmd = env.cmd_with_example_creds();
+        cmd.args(["once", "--region", "us-west-2"]);
+        if flag == "--pid-file" {
+            cmd.arg("--file").arg(dir.join("k.key"));
+        }
+        let out = cmd.args([flag, &path]).output().unwrap();
+        let stderr = util::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag} {path}: {stderr}");
+        assert!(stderr.contains("names a directory"), "{stderr}");
+    }
+    assert!(dir.is_dir() && tree(&dir).is_empty(), "{:?}", tree(&dir));
 }
