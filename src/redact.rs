@@ -8,7 +8,10 @@
 //!
 //! - a Bedrock key: `bedrock-api-key-` and what follows, or its base64 payload alone
 //!   (which always starts with the base64 of `bedrock.amazonaws.com/`);
-//! - an access key id: `AKIA` or `ASIA` and 16 upper-case letters or digits;
+//! - an access key id: `AKIA` or `ASIA` and 16 upper-case letters or digits (not a
+//!   secret, AWS says, but half of a pair: [`redact`] replaces it in outside text;
+//!   [`redact_secrets`] keeps it, for our own messages that name it on purpose,
+//!   e.g. "returned credentials (access key ASIA…) that expired at …");
 //! - a session token: a base64 run starting like STS tokens do (`IQoJ`, `AQoD`,
 //!   `FwoG`, `FQoG`), or any base64 run of 100 characters or more;
 //! - a secret access key: a base64 run of exactly 40 characters that mixes upper- and
@@ -35,8 +38,19 @@ const SECRET_LEN: usize = 40;
 /// Session tokens are hundreds of characters; nothing shorter is called one.
 const MIN_TOKEN: usize = 100;
 
-/// `text` with every credential-shaped part replaced by a label (see the module doc).
+/// `text` with every credential-shaped part replaced by a label (see the module doc):
+/// for text from outside (a process's stderr, an SDK's message, a config value).
 pub fn redact(text: &str) -> Cow<'_, str> {
+    redact_with(text, true)
+}
+
+/// [`redact`], except that access key ids are kept: for our own messages, which name
+/// the key id on purpose and may quote outside text already passed through [`redact`].
+pub fn redact_secrets(text: &str) -> Cow<'_, str> {
+    redact_with(text, false)
+}
+
+fn redact_with(text: &str, key_ids: bool) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let mut out: Option<String> = None;
     // Bytes of `text` before `copied` are already in `out`.
@@ -59,7 +73,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             continue;
         }
         let end = run_end(bytes, i);
-        if let Some(label) = classify(&text[i..end]) {
+        if let Some(label) = classify(&text[i..end], key_ids) {
             let o = out.get_or_insert_with(String::new);
             o.push_str(&text[copied..i]);
             o.push_str(label);
@@ -77,13 +91,14 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 }
 
 /// What a base64 run is, if it is a credential.
-fn classify(run: &str) -> Option<&'static str> {
+fn classify(run: &str, key_ids: bool) -> Option<&'static str> {
     let body = run.trim_end_matches('=');
     let len = body.len();
     if body.starts_with(KEY_PAYLOAD_START) {
         return Some("[redacted Bedrock key]");
     }
-    if len == 20
+    if key_ids
+        && len == 20
         && (body.starts_with("AKIA") || body.starts_with("ASIA"))
         && body[4..]
             .bytes()
@@ -161,6 +176,14 @@ mod tests {
         assert_eq!(
             redact(&format!("ASIA1234567890ABCDEF {}", "a1B+".repeat(30))),
             "[redacted access key id] [redacted session token]"
+        );
+    }
+
+    #[test]
+    fn redact_secrets_keeps_key_ids() {
+        assert_eq!(
+            redact_secrets(&format!("access key AKIAIOSFODNN7EXAMPLE, secret {SECRET}")),
+            "access key AKIAIOSFODNN7EXAMPLE, secret [redacted secret]"
         );
     }
 
