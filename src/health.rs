@@ -123,6 +123,7 @@ async fn serve_with(
         open.push_back(task.abort_handle());
     }
 }
+
 /// One HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
