@@ -1,7 +1,13 @@
 //! The file sink: the key alone (`raw`) or with its metadata (`json`) in a file of its
 //! own, replaced atomically by [`super::atomic`] on every change.
 //!
-//! Both formats end with a newline, so `$(cat file)` and `jq` read them as they are.
+//! `raw` is exactly the key, with no newline, so readers that take the file verbatim
+//! (LiteLLM's `oidc/file/…`, a credential helper's `cat`) send the key and nothing
+//! else; `$(cat file)` reads it as well. `json` ends with a newline, as `jq` prints.
+//!
+//! Older versions wrote `raw` with a trailing newline. Such a file holding the current
+//! key counts as unchanged (nothing is written, as for any unchanged key): the next
+//! new key is written in the current form.
 
 use zeroize::Zeroizing;
 
@@ -49,7 +55,17 @@ impl Sink for FileSink {
 
     fn write(&self, key: &ApiKey, meta: &KeyMeta) -> Result<WriteOutcome, SinkError> {
         let content = render(self.format, key, meta);
-        self.file.write_with(|_| Ok(content))
+        let format = self.format;
+        self.file.write_with(|current| {
+            // An older version's raw file (`key\n`) of this very key: keep it as it is.
+            if format == FileFormat::Raw
+                && let Some(current) = current
+                && crate::keyfile::parse_raw(current) == Some(key.expose())
+            {
+                return Ok(Zeroizing::new(current.to_vec()));
+            }
+            Ok(content)
+        })
     }
 
     fn read(&self) -> Result<Option<ApiKey>, SinkError> {
