@@ -81,3 +81,40 @@ impl Sink for FileSink {
             .map(ApiKey::new))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::{FileAccess, FileSpec};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn an_older_versions_raw_file_of_the_same_key_counts_as_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        let sink = FileSink::new(&FileSpec {
+            path: path.clone(),
+            format: FileFormat::Raw,
+            access: FileAccess::default(),
+        });
+        let key = ApiKey::new("bedrock-api-key-YmVkcm9jaw==".to_owned());
+        let meta = KeyMeta {
+            region: "us-east-1".into(),
+            access_key_id: "AKIAEXAMPLE".into(),
+            issued_at: UNIX_EPOCH,
+            expires_at: UNIX_EPOCH + Duration::from_secs(60),
+            has_session_token: false,
+        };
+        assert_eq!(sink.write(&key, &meta).unwrap(), WriteOutcome::Written);
+        assert_eq!(std::fs::read(&path).unwrap(), key.expose().as_bytes());
+        std::fs::write(&path, format!("{}\n", key.expose())).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&path, mode).unwrap();
+        assert_eq!(sink.write(&key, &meta).unwrap(), WriteOutcome::Unchanged);
+        assert_eq!(sink.read().unwrap(), Some(key));
+        // Another key replaces it, in the current form.
+        let other = ApiKey::new("bedrock-api-key-b3RoZXI=".to_owned());
+        assert_eq!(sink.write(&other, &meta).unwrap(), WriteOutcome::Written);
+        assert_eq!(std::fs::read(&path).unwrap(), other.expose().as_bytes());
+    }
+}

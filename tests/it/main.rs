@@ -25,3 +25,4 @@ mod notify;
 mod props;
 mod sinks;
 mod status;
+mod token;
