@@ -167,12 +167,12 @@ fn which_key(args: &TokenArgs) -> Result<(KeyConfig, Option<PathBuf>), CliError>
         flags.pid_file.is_some(),
     ]
     .contains(&true);
-    if flags.sinks.any() || key_flags {
-        if let Some(name) = &args.key {
-            return Err(CliError::Usage(format!(
-                "--key {name} picks a key of a config file; key flags describe a single key without one"
-            )));
-        }
+    if (flags.sinks.any() || key_flags)
+        && let Some(name) = &args.key
+    {
+        return Err(CliError::Usage(format!(
+            "--key {name} picks a key of a config file; key flags describe a single key without one"
+        )));
     }
     if flags.sinks.any() {
         let (_, mut config) = flags.resolve()?;

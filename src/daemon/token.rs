@@ -162,7 +162,7 @@ pub fn lock_target(
     let name = key
         .sinks
         .iter()
-        .map(|s| crate::config::sink_target(s))
+        .map(crate::config::sink_target)
         .collect::<Vec<_>>()
         .join("\n");
     Ok(cache()?.join(format!("keyring-{}", short_hash(&[&name]))))
