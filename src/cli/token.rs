@@ -87,6 +87,13 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
         .map(|spec| Arc::from(crate::sink::build(spec)))
         .collect();
 
+    // A key found in a cache directory that others may write could be anyone's (a
+    // key signed for another account would carry the caller's prompts there): check
+    // the directory, or make it, before reading from it.
+    if let Some(dir) = cache.as_deref().and_then(std::path::Path::parent) {
+        token::ensure_private_dir(dir).map_err(from_token)?;
+    }
+
     // The fast path: no lock, no runtime, no credentials.
     if let Some((held, meta)) =
         token::held(&sinks, &key, std::time::SystemTime::now(), args.min_valid)
@@ -106,9 +113,6 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
         token::ensure_private_dir(&dir)?;
         Ok(dir)
     };
-    if cache.is_some() {
-        cache_dir().map_err(from_token)?;
-    }
     let target = token::lock_target(&key, cache_dir).map_err(from_token)?;
     let _lock = token::lock(&target).map_err(from_token)?;
     // Another caller may have minted while we waited for the lock.

@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
+use bedrock_keyd::daemon::token::{CacheIdentity, cache_file_name};
 use bedrock_keyd::inspect::decode;
 use bedrock_keyd::key::MintedKey;
 use bedrock_keyd::mint::{Lifetime, Region, mint};
@@ -430,6 +431,28 @@ fn a_cache_dir_other_users_may_enter_is_refused() {
         util::stderr(&out)
     );
     assert!(out.stdout.is_empty());
+
+    // Nor is a valid key found there served: anyone could have put it there.
+    let planted = key_signed_at(SystemTime::now(), Duration::from_secs(3600));
+    let name = cache_file_name(&CacheIdentity {
+        region: Some(REGION.to_owned()),
+        lifetime: Duration::from_secs(12 * 3600),
+        ..CacheIdentity::default()
+    });
+    std::fs::write(cache.join(name), planted.key.expose()).unwrap();
+    let out = token(
+        without_credentials(&env).env("XDG_RUNTIME_DIR", &run),
+        &["--region", REGION],
+    );
+    assert_eq!(out.status.code(), Some(73), "{}", util::stderr(&out));
+    assert!(out.stdout.is_empty());
+    // Once the directory is private again, the same file serves.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = token(
+        without_credentials(&env).env("XDG_RUNTIME_DIR", &run),
+        &["--region", REGION],
+    );
+    assert_eq!(printed(&out), planted.key.expose());
 }
 
 #[test]
