@@ -24,5 +24,6 @@ mod keyring;
 mod notify;
 mod props;
 mod sinks;
+mod standin;
 mod status;
 mod token;
