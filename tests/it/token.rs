@@ -559,3 +559,53 @@ fn raw_files_with_the_old_trailing_newline_keep_working() {
     assert!(out.status.success(), "{}", util::stderr(&out));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{key}\n"));
 }
+
+/// A minted key's dependents are told, as by `once`; a key served from the sink is not
+/// news, so nobody is.
+#[test]
+fn dependents_are_notified_after_a_mint_only() {
+    let env = TestEnv::new();
+    let server = endpoint(3600 * 6);
+    let file = env.path().join("k.key");
+    let pid_file = env.path().join("app.pid");
+    let seen = env.path().join("hups");
+    let mut app = Command::new("sh")
+        .args([
+            "-c",
+            r#"trap 'echo hup >> "$1"' HUP; echo $$ > "$2"; while :; do sleep 0.05; done"#,
+            "sh",
+            path_arg(&seen),
+            path_arg(&pid_file),
+        ])
+        .spawn()
+        .unwrap();
+    // Until the whole pid is written, not merely the file created.
+    while !std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let args = [
+        "--region",
+        REGION,
+        "--file",
+        path_arg(&file),
+        "--pid-file",
+        path_arg(&pid_file),
+    ];
+    let hups = || {
+        std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    printed(&token(&mut with_endpoint(&env, &server), &args));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while hups() < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(hups(), 1, "the mint was announced");
+    printed(&token(&mut with_endpoint(&env, &server), &args));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hups(), 1, "a key served from the sink is not announced");
+    app.kill().unwrap();
+    app.wait().unwrap();
+}
