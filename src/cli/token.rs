@@ -113,8 +113,8 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
         token::ensure_private_dir(&dir)?;
         Ok(dir)
     };
-    let target = token::lock_target(&key, cache_dir).map_err(from_token)?;
-    let _lock = token::lock(&target).map_err(from_token)?;
+    let targets = token::lock_targets(&key, cache_dir).map_err(from_token)?;
+    let _locks = token::lock(&targets).map_err(from_token)?;
     // Another caller may have minted while we waited for the lock.
     if let Some((held, meta)) =
         token::held(&sinks, &key, std::time::SystemTime::now(), args.min_valid)

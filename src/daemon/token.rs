@@ -6,7 +6,7 @@
 //! - **fast path**: the key's sinks are read ([`held`]) and the first that holds a
 //!   key valid for long enough serves it. No credentials are loaded, no async runtime
 //!   is started, nothing is written.
-//! - **slow path**: under the key's lock ([`lock_target`]), the sinks are read again
+//! - **slow path**: under the key's locks ([`lock_targets`]), the sinks are read again
 //!   (another caller may have minted meanwhile), and only if they still hold nothing
 //!   usable is a key minted ([`mint_for`]) and delivered to every sink. So twenty
 //!   callers started together mint once: the first mints, the others wait on the lock
@@ -144,33 +144,55 @@ fn meta_of(decoded: &DecodedKey) -> KeyMeta {
     }
 }
 
-/// The path whose lock serializes check-and-mint for `key`: its first file or
-/// env-file target (the lock `run` and `once` take for it too). A key kept only in
-/// keyrings is locked through a file in the cache directory, `cache` (made on demand).
-pub fn lock_target(
+/// The paths whose locks `token` holds across check-and-mint: every file and env-file
+/// target of `key`, sorted (the order `once` takes them in too, so two writers never
+/// wait for each other crosswise), the first of which serializes the callers. A key
+/// kept only in keyrings is locked through a file in the cache directory, `cache`
+/// (made on demand).
+pub fn lock_targets(
     key: &KeyConfig,
     cache: impl FnOnce() -> Result<PathBuf, TokenError>,
-) -> Result<PathBuf, TokenError> {
-    for spec in &key.sinks {
-        if let SinkSpec::File(f) = spec {
-            return Ok(f.path.clone());
-        }
-        if let SinkSpec::EnvFile(f) = spec {
-            return Ok(f.path.clone());
-        }
-    }
-    let name = key
+) -> Result<Vec<PathBuf>, TokenError> {
+    let mut targets: Vec<PathBuf> = key
         .sinks
         .iter()
-        .map(crate::config::sink_target)
-        .collect::<Vec<_>>()
-        .join("\n");
-    Ok(cache()?.join(format!("keyring-{}", short_hash(&[&name]))))
+        .filter_map(|spec| match spec {
+            SinkSpec::File(f) => Some(f.path.clone()),
+            SinkSpec::EnvFile(f) => Some(f.path.clone()),
+            SinkSpec::Keyring(_) => None,
+        })
+        .collect();
+    targets.sort();
+    targets.dedup();
+    if targets.is_empty() {
+        let name = key
+            .sinks
+            .iter()
+            .map(crate::config::sink_target)
+            .collect::<Vec<_>>()
+            .join("\n");
+        targets.push(cache()?.join(format!("keyring-{}", short_hash(&[&name]))));
+    }
+    Ok(targets)
 }
 
-/// Takes the key's lock, waiting up to [`LOCK_WAIT`] for another caller's mint.
-pub fn lock(target: &Path) -> Result<TargetLock, TokenError> {
-    Ok(TargetLock::acquire_within(target, LOCK_WAIT)?)
+/// Takes the locks of `targets` in order, waiting up to [`LOCK_WAIT`] in all for other
+/// writers. Only a holder stops us: where no lock file can be had (a missing or
+/// read-only directory, a lock file that is not ours), the write goes ahead without
+/// it and reports the real problem itself, as `once` does.
+pub fn lock(targets: &[PathBuf]) -> Result<Vec<TargetLock>, TokenError> {
+    let start = std::time::Instant::now();
+    let mut held = Vec::with_capacity(targets.len());
+    for target in targets {
+        match TargetLock::acquire_within(target, LOCK_WAIT.saturating_sub(start.elapsed())) {
+            Ok(lock) => held.push(lock),
+            Err(e @ LockError::Held { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(target = %target.display(), error = %e, "writing without the target's lock");
+            }
+        }
+    }
+    Ok(held)
 }
 
 /// Mints a key for `key` at the current time and writes it to every sink. Fails,
@@ -451,6 +473,39 @@ mod tests {
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         let err = ensure_private_dir(&link).unwrap_err().to_string();
         assert!(err.contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn every_file_target_is_locked_in_sorted_order_and_keyrings_through_the_cache() {
+        use crate::sink::{EnvFileSpec, FileAccess, FileFormat, FileSpec, KeyringSpec};
+        let file = |p: &str| {
+            SinkSpec::File(FileSpec {
+                path: PathBuf::from(p),
+                format: FileFormat::Raw,
+                access: FileAccess::default(),
+            })
+        };
+        let mut k = key(SourceSpec::default());
+        k.sinks = vec![
+            file("/run/b.key"),
+            SinkSpec::Keyring(KeyringSpec::new("svc", "acct")),
+            SinkSpec::EnvFile(EnvFileSpec {
+                path: PathBuf::from("/etc/a.env"),
+                variable: "V".into(),
+                access: FileAccess::default(),
+            }),
+        ];
+        let no_cache = || -> Result<PathBuf, TokenError> { panic!("the cache is not needed") };
+        assert_eq!(
+            lock_targets(&k, no_cache).unwrap(),
+            [PathBuf::from("/etc/a.env"), PathBuf::from("/run/b.key")]
+        );
+        k.sinks = vec![SinkSpec::Keyring(KeyringSpec::new("svc", "acct"))];
+        let targets = lock_targets(&k, || Ok(PathBuf::from("/cache"))).unwrap();
+        assert_eq!(targets.len(), 1);
+        assert!(
+            targets[0].starts_with("/cache/") && targets[0].to_str().unwrap().contains("keyring-")
+        );
     }
 
     #[test]

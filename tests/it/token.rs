@@ -609,3 +609,26 @@ fn dependents_are_notified_after_a_mint_only() {
     app.kill().unwrap();
     app.wait().unwrap();
 }
+
+/// A caller that finds the lock held waits, and then serves what the holder wrote
+/// instead of minting again.
+#[test]
+fn a_caller_waiting_on_the_lock_serves_the_holders_key() {
+    let env = TestEnv::new();
+    let server = endpoint(3600 * 6);
+    let file = env.path().join("k.key");
+    let holder = bedrock_keyd::sink::lock::TargetLock::try_acquire(&file).unwrap();
+    let waiting = with_endpoint(&env, &server)
+        .args(["token", "--region", REGION, "--file", path_arg(&file)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let written = key_signed_at(SystemTime::now(), Duration::from_secs(3600));
+    std::fs::write(&file, written.key.expose()).unwrap();
+    drop(holder);
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(printed(&out), written.key.expose());
+    assert!(server.requests().is_empty(), "it minted anyway");
+}
