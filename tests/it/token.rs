@@ -385,6 +385,15 @@ fn no_sink_calls_reuse_a_private_per_user_cache() {
         printed(&call(&mut without_credentials(&env), &["--region", REGION])),
         first
     );
+    // With no flags and no config file, the same key: the region from the
+    // environment is the same identity.
+    assert_eq!(
+        printed(&call(
+            without_credentials(&env).env("AWS_REGION", REGION),
+            &[]
+        )),
+        first
+    );
     // Another region or lifetime is another key, in another file.
     let other = printed(&call(
         &mut with_endpoint(&env, &server),
