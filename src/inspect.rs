@@ -38,18 +38,7 @@ impl DecodedKey {
     pub fn is_expired(&self, now: SystemTime) -> bool {
         now >= self.expires_at
     }
-
-    /// Whether the key claims to be signed later than `now` allows for clock skew: a
-    /// key from a host whose clock runs ahead, or a forged date. Amazon Bedrock
-    /// refuses a request signed too far in the future, so such a key is not served.
-    pub fn is_signed_in_future(&self, now: SystemTime) -> bool {
-        self.issued_at > now + MAX_CLOCK_SKEW
-    }
 }
-
-/// How far ahead of our clock a key's signing time may be and still count as valid:
-/// the five minutes of skew that AWS allows a SigV4 signature.
-pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// Why a string is not a usable key. Messages never quote the input (it may be a key).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -389,18 +378,8 @@ mod tests {
     }
 
     #[test]
-    fn a_key_signed_beyond_the_allowed_skew_is_from_the_future() {
-        let decoded = decode(&sample(None)).unwrap();
-        let signed = decoded.issued_at;
-        assert!(!decoded.is_signed_in_future(signed));
-        assert!(!decoded.is_signed_in_future(signed - MAX_CLOCK_SKEW));
-        assert!(decoded.is_signed_in_future(signed - MAX_CLOCK_SKEW - Duration::from_secs(1)));
-    }
-
-    #[test]
     fn extracts_from_sink_formats() {
         let key = sample(None);
-        // The raw form of older versions (a trailing newline) and the current one.
         assert_eq!(extract_key(&format!("{key}\n"), None).unwrap(), key);
         assert_eq!(extract_key(&key, None).unwrap(), key);
         let json = format!(r#"{{"key":"{key}","region":"us-west-2"}}"#);

@@ -128,10 +128,25 @@ pub fn is_usable(
     min_valid: Duration,
     region: Option<&str>,
 ) -> bool {
-    !decoded.is_signed_in_future(now)
+    !signed_in_future(decoded, now)
         && !decoded.is_expired(now)
         && decoded.remaining(now) >= min_valid
         && region.is_none_or(|r| r == decoded.region)
+}
+
+/// How far ahead of our clock a key's signing time may be: the five minutes of skew
+/// AWS allows a SigV4 signature. A key signed later (a host whose clock runs ahead, a
+/// forged date) is refused by Amazon Bedrock, so it is not served.
+pub const MAX_SIGNED_AHEAD: Duration = Duration::from_secs(5 * 60);
+
+/// Whether `decoded` was signed more than [`MAX_SIGNED_AHEAD`] after `now`. (The same
+/// rule `inspect` and `status` apply once the shared check lands in `inspect`; this
+/// then becomes a call to it.)
+fn signed_in_future(decoded: &DecodedKey, now: SystemTime) -> bool {
+    decoded
+        .issued_at
+        .duration_since(now)
+        .is_ok_and(|ahead| ahead > MAX_SIGNED_AHEAD)
 }
 
 fn meta_of(decoded: &DecodedKey) -> KeyMeta {
