@@ -114,7 +114,7 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
         Ok(dir)
     };
     let targets = token::lock_targets(&key, cache_dir).map_err(from_token)?;
-    let _locks = token::lock(&targets).map_err(from_token)?;
+    let locks = token::lock(&targets).map_err(from_token)?;
     // Another caller may have minted while we waited for the lock.
     if let Some((held, meta)) =
         token::held(&sinks, &key, std::time::SystemTime::now(), args.min_valid)
@@ -129,6 +129,9 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
         let minted = token::mint_for(&key, &sinks, args.min_valid)
             .await
             .map_err(from_token)?;
+        // Every sink holds the key: the callers waiting for it may have it while the
+        // dependents are told (a notify command may take seconds).
+        drop(locks);
         // Printed before dependents are told: the caller is waiting for the key, and
         // a dependent that cannot be told does not make the key any less valid.
         print(args.format, &minted.key, &minted.meta)?;
