@@ -142,7 +142,7 @@ pub const MAX_SIGNED_AHEAD: Duration = Duration::from_secs(5 * 60);
 /// Whether `decoded` was signed more than [`MAX_SIGNED_AHEAD`] after `now`. (The same
 /// rule `inspect` and `status` apply once the shared check lands in `inspect`; this
 /// then becomes a call to it.)
-fn signed_in_future(decoded: &DecodedKey, now: SystemTime) -> bool {
+pub fn signed_in_future(decoded: &DecodedKey, now: SystemTime) -> bool {
     decoded
         .issued_at
         .duration_since(now)
