@@ -89,7 +89,7 @@ pub struct SinkFlags {
     #[arg(long = "file", value_name = "PATH")]
     files: Vec<PathBuf>,
 
-    /// Format of every --file: raw (the key and a newline) or json
+    /// Format of every --file: raw (the key alone, no newline) or json
     /// ({"key","region","issued_at","expires_at"}).
     #[arg(long, value_name = "FORMAT", default_value = "raw", value_parser = parse_format)]
     file_format: FileFormat,

@@ -26,3 +26,4 @@ mod props;
 mod sinks;
 mod standin;
 mod status;
+mod token;
