@@ -7,9 +7,11 @@
 //! [`atomic`]; [`keyring`] talks to the OS keyrings.
 
 pub mod atomic;
+pub mod bounded;
 pub mod envfile;
 pub mod file;
 pub mod keyring;
+pub mod path;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -549,7 +549,8 @@ fn owner_and_group_are_applied() {
         );
         assert_eq!(meta.mode() & 0o7777, 0o640);
     }
-    // Without --owner/--group, root keeps the owner of the file it replaces.
+    // Without --owner/--group, the file becomes the daemon's own: an owner is never
+    // inherited from the file it replaces (issue 13; whoever created it first).
     let out = env
         .cmd_with_example_creds()
         .args([
@@ -565,10 +566,7 @@ fn owner_and_group_are_applied() {
         .unwrap();
     assert!(out.status.success(), "{}", util::stderr(&out));
     let meta = fs::metadata(env.path().join("e")).unwrap();
-    assert_eq!(
-        (meta.uid(), meta.gid()),
-        (nobody.uid.as_raw(), nobody.gid.as_raw())
-    );
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
     let text = fs::read_to_string(env.path().join("e")).unwrap();
     let key = bedrock_keyd::inspect::extract_key(&text, Some("AWS_BEARER_TOKEN_BEDROCK")).unwrap();
     assert_eq!(
@@ -985,10 +983,10 @@ fn syscalls_happen_in_the_safe_order() {
         l.contains(&format!("fsync({fd})")) || l.contains(&format!("fsync({fd} <unfinished"))
     };
     let sync = find(write, &|l| fsync_of(l, &fd));
-    let rename = find(sync, &|l| l.contains("rename") && l.contains("/k\")"));
-    let dir = env.path().to_str().unwrap().to_owned();
+    // Relative to the directory the safe walk opened (issue 13), never by full path.
+    let rename = find(sync, &|l| l.contains("renameat") && l.contains(", \"k\")"));
     let open_dir = find(rename, &|l| {
-        l.contains(&format!("openat(AT_FDCWD, \"{dir}\", O_RDONLY"))
+        l.contains("openat(") && l.contains(", \".\", O_RDONLY")
     });
     let dir_fd = lines[open_dir]
         .rsplit("= ")
