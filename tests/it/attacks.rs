@@ -96,6 +96,11 @@ fn script(env: &TestEnv, script: &str) -> Command {
 /// Runs `cmd` with stdin from /dev/null; kills it and fails the test if it is still
 /// running after [`NO_HANG`].
 fn output_within(cmd: &mut Command, what: &str) -> Output {
+    output_in(cmd, what, NO_HANG)
+}
+
+/// [`output_within`] with another limit.
+fn output_in(cmd: &mut Command, what: &str, limit: Duration) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -105,14 +110,14 @@ fn output_within(cmd: &mut Command, what: &str) -> Output {
         .unwrap();
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > NO_HANG {
+        if start.elapsed() > limit {
             // The whole group: the wrapper and the binary under it.
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
             let _ = child.wait();
-            panic!("{what} still ran after {NO_HANG:?}");
+            panic!("{what} still ran after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -364,4 +369,91 @@ fn devices_and_fifos_are_never_read_without_bound() {
         let log = util::stderr(&out);
         assert_eq!(out.status.code(), Some(3), "{input}: {log}");
     }
+}
+
+// ---------------------------------------------------------------------------------
+// One writer per target
+
+#[test]
+fn concurrent_once_runs_on_one_target_all_succeed() {
+    let env = TestEnv::new();
+    // Started together, each tries to replace the same two files: without the lock,
+    // each deleted the others' temp files as leftovers (66 of 200 failed).
+    const RUNS: usize = 100;
+    let children: Vec<_> = (0..RUNS)
+        .map(|_| {
+            once(&env, &["--file", "k", "--env-file", "e"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            failed.push(util::stderr(&out));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {RUNS} failed; the first: {}",
+        failed.len(),
+        failed[0]
+    );
+    let leftovers: Vec<_> = fs::read_dir(env.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_second_daemon_on_a_target_fails_at_start_naming_the_first() {
+    let env = TestEnv::new();
+    let mut first = crate::daemon::Daemon::start_in_own_group(&env, {
+        let mut cmd = env.cmd_with_example_creds();
+        cmd.args(["run", "--region", "us-east-1", "--file", "k"]);
+        cmd
+    });
+    crate::daemon::wait_until(Duration::from_secs(10), "the first key", || {
+        env.path().join("k").exists()
+    });
+    let mut second = env.cmd_with_example_creds();
+    second.args(["run", "--region", "us-east-1", "--file", "k"]);
+    let out = output_within(&mut second, "a second daemon");
+    let log = util::stderr(&out);
+    assert_eq!(out.status.code(), Some(73), "{log}");
+    assert!(
+        log.contains("being written by another bedrock-keyd (pid "),
+        "{log}"
+    );
+    let pid: u32 = log
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {log}"));
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(
+        comm.trim(),
+        "bedrock-keyd",
+        "pid {pid} is not the first daemon"
+    );
+
+    // `once` waits a bounded time for the daemon, then says who holds the target.
+    let out = output_in(
+        &mut once(&env, &["--file", "k"]),
+        "once beside run",
+        Duration::from_secs(30),
+    );
+    let log = util::stderr(&out);
+    assert_eq!(out.status.code(), Some(73), "{log}");
+    assert!(log.contains(&format!("(pid {pid})")), "{log}");
+    assert!(log.contains("still held after 10s"), "{log}");
+    assert!(first.alive());
+    assert_eq!(first.stop(), Some(0), "{}", first.log());
 }
