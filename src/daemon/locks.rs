@@ -9,12 +9,13 @@
 //! stopped. Keyring sinks have no file to lock.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::KeyConfig;
 use crate::sink::SinkSpec;
 use crate::sink::lock::{LockError, TargetLock};
+use crate::sink::path::Policy;
 
 /// How long `once` waits for another writer of its target (a daemon's write or
 /// another `once`): a write holds the lock for milliseconds, so ten seconds lets a
@@ -55,11 +56,14 @@ impl HeldLocks {
 
     /// The locks of the targets of `keys` not held yet, without keeping them: the
     /// caller adds them with [`HeldLocks::replace`] once the new config applies.
+    /// Targets whose lock cannot be had for another reason than a holder are left
+    /// out ([`lock_one`]) and tried again at the next reload.
     pub fn take_added(&self, keys: &[KeyConfig]) -> Result<Vec<(PathBuf, TargetLock)>, LockError> {
         let mut added = Vec::new();
         for target in targets(keys.iter().flat_map(|k| &k.sinks)) {
-            if !self.held.contains_key(&target) {
-                let lock = TargetLock::try_acquire(&target)?;
+            if !self.held.contains_key(&target)
+                && let Some(lock) = lock_one(&target, TargetLock::try_acquire)?
+            {
                 added.push((target, lock));
             }
         }
@@ -76,8 +80,33 @@ impl HeldLocks {
 
 /// `once`: the locks of one key's targets, each waited for up to [`ONCE_LOCK_WAIT`].
 pub fn take_within(sinks: &[SinkSpec], wait: Duration) -> Result<Vec<TargetLock>, LockError> {
-    targets(sinks)
-        .iter()
-        .map(|target| TargetLock::acquire_within(target, wait))
-        .collect()
+    let mut locks = Vec::new();
+    for target in targets(sinks) {
+        locks.extend(lock_one(&target, |t| TargetLock::acquire_within(t, wait))?);
+    }
+    Ok(locks)
+}
+
+/// One target's lock; `Err` only when another writer holds it. Where no lock file can
+/// be had (its directory is missing, read-only or full; the path is one the write
+/// will refuse; a lock file that is not ours), the write goes ahead without the lock
+/// and reports the real problem itself, and a daemon keeps running and retrying, as
+/// for any failed write. The safe walk comes first so that no lock file is ever
+/// created where the write would not go.
+fn lock_one(
+    target: &Path,
+    acquire: impl Fn(&Path) -> Result<TargetLock, LockError>,
+) -> Result<Option<TargetLock>, LockError> {
+    if let Err(e) = crate::sink::path::resolve(target, false, Policy::Strict) {
+        tracing::debug!(target = %target.display(), error = %e, "no lock for a target the write will refuse");
+        return Ok(None);
+    }
+    match acquire(target) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(held @ LockError::Held { .. }) => Err(held),
+        Err(e) => {
+            tracing::warn!(target = %target.display(), error = %e, "writing without the target's lock");
+            Ok(None)
+        }
+    }
 }

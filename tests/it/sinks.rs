@@ -404,6 +404,14 @@ fn private_mounts() -> Option<&'static str> {
         .then_some(unshare)
 }
 
+/// A target's lock file (`src/sink/lock.rs`), which stays beside it by design.
+fn is_lock_file(entry: &fs::DirEntry) -> bool {
+    entry
+        .file_name()
+        .to_string_lossy()
+        .ends_with(bedrock_keyd::sink::lock::LOCK_SUFFIX)
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -469,7 +477,10 @@ fn full_disk_fails_cleanly_and_keeps_the_old_key() {
     assert_eq!(read("before.env"), read("after.env"));
     assert!(read("before.key").starts_with("bedrock-api-key-"));
     assert_eq!(
-        read("listing").split_whitespace().collect::<Vec<_>>(),
+        read("listing")
+            .split_whitespace()
+            .filter(|name| !name.ends_with(bedrock_keyd::sink::lock::LOCK_SUFFIX))
+            .collect::<Vec<_>>(),
         ["app.env", "fill", "k.key"]
     );
 }
@@ -814,7 +825,14 @@ fn sink_errors_exit_73_naming_sink_path_and_os_error() {
         bedrock_keyd::inspect::decode(&ok).unwrap().region,
         "eu-west-1"
     );
-    assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "no temp file left");
+    assert_eq!(
+        fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| !is_lock_file(e.as_ref().unwrap()))
+            .count(),
+        2,
+        "no temp file left"
+    );
 }
 
 #[test]
@@ -895,8 +913,12 @@ fn a_single_file_bind_mount_is_rewritten_in_place_with_a_warning() {
     assert!(err.contains("in place") && err.contains("busy"), "{err}");
     let written = fs::read_to_string(env.path().join("source.key")).unwrap();
     assert!(bedrock_keyd::inspect::decode(&written).is_ok());
+    // The target's lock file (`.mounted.key.bedrock-keyd.lock`) stays by design.
     assert_eq!(
-        fs::read_dir(env.path()).unwrap().count(),
+        fs::read_dir(env.path())
+            .unwrap()
+            .filter(|e| !is_lock_file(e.as_ref().unwrap()))
+            .count(),
         4,
         "no temp file left"
     );
