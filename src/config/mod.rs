@@ -343,7 +343,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .open(
             &found.name,
             nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
-            0,
+            None,
         )
         .map_err(read_err)?;
     let bytes = crate::sink::bounded::read_file(&file, MAX_CONFIG_BYTES).map_err(read_err)?;

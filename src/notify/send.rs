@@ -145,7 +145,7 @@ fn pid_file(path: &Path, signal: Signal) -> Result<Outcome, NotifyError> {
     // Non-blocking: a FIFO would otherwise hold the open until someone writes to it.
     let file = match found
         .dir
-        .open(&found.name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)
+        .open(&found.name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, None)
     {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return pending(),

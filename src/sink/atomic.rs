@@ -144,7 +144,7 @@ impl AtomicFile {
         let content = render(current.as_ref().map(|(bytes, _)| bytes.as_slice()))?;
         if let Some((bytes, stat)) = &current {
             let same_access =
-                stat.st_mode & 0o7777 == mode && stat.st_uid == want_uid && stat.st_gid == want_gid;
+                mode_bits(stat) == mode && stat.st_uid == want_uid && stat.st_gid == want_gid;
             if same_access && bytes.as_slice() == content.as_slice() {
                 return Ok(WriteOutcome::Unchanged);
             }
@@ -169,7 +169,7 @@ impl AtomicFile {
     ) -> Result<Option<Current>, SinkError> {
         let shown = target.path.display();
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
-        let file = match target.dir.open(&target.name, flags, 0) {
+        let file = match target.dir.open(&target.name, flags, None) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             // Swapped for a symlink since the walk looked.
@@ -329,7 +329,7 @@ impl AtomicFile {
             // Owner-only until set_access has applied the owner and the final mode; the
             // umask can only take bits away from this, never add any.
             let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
-            match dir.open(temp.as_ref(), flags, 0o600) {
+            match dir.open(temp.as_ref(), flags, None) {
                 Ok(file) => return Ok((temp, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
                 Err(e) => {
@@ -358,7 +358,7 @@ impl AtomicFile {
         let at = format!("rewriting {} in place", target.path.display());
         let file = target
             .dir
-            .open(&target.name, OFlag::O_WRONLY | OFlag::O_NONBLOCK, 0)
+            .open(&target.name, OFlag::O_WRONLY | OFlag::O_NONBLOCK, None)
             .map_err(|e| self.err(at.clone(), e))?;
         bounded::check_regular(&file).map_err(|e| self.err(at.clone(), e))?;
         let mut file = file;
@@ -368,6 +368,12 @@ impl AtomicFile {
             .and_then(|()| file.sync_all())
             .map_err(|e| self.err(at, e))
     }
+}
+
+/// The permission bits of a status (`st_mode` is 16 bits wide on macOS, 32 on Linux).
+#[allow(clippy::useless_conversion)]
+fn mode_bits(stat: &FileStat) -> u32 {
+    u32::from(stat.st_mode) & 0o7777
 }
 
 /// A target's content and its status as found on the open descriptor.

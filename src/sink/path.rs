@@ -127,10 +127,12 @@ impl SafeDir {
         }
     }
 
-    /// Opens `name` in this directory, never following a symlink there.
-    pub fn open(&self, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<File> {
+    /// Opens `name` in this directory, never following a symlink there. `create_mode`
+    /// only matters with `O_CREAT` (`None`: owner read/write only).
+    pub fn open(&self, name: &OsStr, flags: OFlag, create_mode: Option<Mode>) -> io::Result<File> {
         let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-        let fd = nix::fcntl::openat(self.fd(), name, flags, Mode::from_bits_truncate(mode))?;
+        let mode = create_mode.unwrap_or(Mode::S_IRUSR | Mode::S_IWUSR);
+        let fd = nix::fcntl::openat(self.fd(), name, flags, mode)?;
         Ok(File::from(fd))
     }
 
