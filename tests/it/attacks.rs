@@ -457,3 +457,62 @@ fn a_second_daemon_on_a_target_fails_at_start_naming_the_first() {
     assert!(first.alive());
     assert_eq!(first.stop(), Some(0), "{}", first.log());
 }
+
+#[test]
+fn a_reload_onto_a_target_another_daemon_holds_is_rejected() {
+    let env = TestEnv::new();
+    let (a, b) = (env.path().join("a.key"), env.path().join("b.key"));
+    let config = env.path().join("config.toml");
+    let write_config = |paths: &[&std::path::Path]| {
+        let mut text = String::from("[defaults]\nregion = \"us-east-1\"\n");
+        for (i, path) in paths.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[[key]]\nname = \"k{i}\"\n[[key.sink]]\ntype = \"file\"\npath = \"{}\"\n",
+                path.display()
+            ));
+        }
+        fs::write(&config, text).unwrap();
+    };
+    write_config(&[&a]);
+    let mut first = crate::daemon::Daemon::start_in_own_group(&env, {
+        let mut cmd = env.cmd_with_example_creds();
+        cmd.args(["run", "--config"]).arg(&config);
+        cmd
+    });
+    // The second daemon writes b.key; it is stopped however the test ends.
+    let second = env
+        .cmd_with_example_creds()
+        .args(["run", "--region", "us-east-1", "--file"])
+        .arg(&b)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _second = KillOnDrop(second);
+    crate::daemon::wait_until(Duration::from_secs(10), "both keys", || {
+        a.exists() && b.exists()
+    });
+    // A reload that adds b.key to the first daemon: rejected, the running config stays.
+    write_config(&[&a, &b]);
+    first.signal(nix::sys::signal::Signal::SIGHUP);
+    first.poll(Duration::from_secs(10), "the rejected reload", |log| {
+        log.contains("config reload rejected") && log.contains("being written by another")
+    });
+    assert!(first.alive());
+    assert_eq!(first.stop(), Some(0), "{}", first.log());
+}
+
+/// A background process group, ended with the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
