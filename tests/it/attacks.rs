@@ -171,9 +171,11 @@ fn a_pid_file_of_another_user_cannot_aim_at_a_root_process() {
             r#"exec unshare --fork --pid --mount-proc sh -c '
                 sleep 60 & victim=$!
                 runuser -u nobody -- sh -c "echo $victim > app/victim.pid"
-                runuser -u nobody -- sleep 60 & own=$!
-                sleep 0.3
-                own=$(pgrep -u nobody -x sleep)
+                runuser -u nobody -- sleep 60 &
+                for i in $(seq 100); do
+                    own=$(pgrep -u nobody -x sleep) && break
+                    sleep 0.05
+                done
                 runuser -u nobody -- sh -c "echo $own > app/own.pid"
                 "$BKD" once --region us-east-1 --file k --pid-file app/victim.pid --signal TERM
                 echo "rc=$?"
@@ -364,6 +366,12 @@ fn devices_and_fifos_are_never_read_without_bound() {
         assert_eq!(out.status.code(), Some(78), "{config}: {log}");
         assert!(log.contains("not a regular file"), "{log}");
     }
+    // `status` reads sinks the same way: a FIFO in place of one is reported, not
+    // waited on.
+    let out = output_within(&mut capped(&env, "status --file fifo"), "status");
+    let log = util::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    assert!(log.contains("not a regular file"), "{log}");
     for input in ["--file /dev/zero", "--file fifo", "- </dev/zero"] {
         let out = output_within(&mut capped(&env, &format!("inspect {input}")), "inspect");
         let log = util::stderr(&out);
