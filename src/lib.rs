@@ -5,7 +5,9 @@
 //! - [`mint`]: credentials + region + lifetime + instant → key (pure, via `aws-sigv4`);
 //! - [`inspect`]: key → what it says about itself (offline, strict);
 //! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
-//! - [`sink`]: where keys are delivered (file, env-file, keyring);
+//! - [`sink`]: where keys are delivered (file, env-file, keyring), one writer per target
+//!   (`sink::lock`), paths walked safely (`sink::path`), every file read bounded
+//!   (`sink::bounded`);
 //! - [`notify`]: how dependents learn about a new key (specifications, sending, debounce);
 //! - [`config`]: the config file: lookup, parsing, validation into a [`config::Config`];
 //! - [`schedule`]: when to refresh and retry, and whether a key is healthy (pure);

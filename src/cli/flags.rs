@@ -118,6 +118,7 @@ pub struct SinkFlags {
     mode: FileMode,
 
     /// Owner of every file and env-file: a user name or id (needs privileges).
+    /// Without it a written file is the daemon's own, never the replaced file's owner.
     #[arg(long, value_name = "USER")]
     owner: Option<UserRef>,
 
@@ -125,7 +126,8 @@ pub struct SinkFlags {
     #[arg(long, value_name = "GROUP")]
     group: Option<UserRef>,
 
-    /// Write through a symlink at a target path instead of refusing it.
+    /// Write through a symlink at a target path instead of refusing it (only one that
+    /// root or the daemon's user owns: another user's symlink is always refused).
     #[arg(long)]
     follow_symlinks: bool,
 

@@ -115,6 +115,9 @@ pub enum CliError {
     Mint(#[from] crate::mint::MintError),
     #[error(transparent)]
     Sinks(SinkFailures),
+    /// A target is held by another writer (`run` at start, `once` after its wait).
+    #[error(transparent)]
+    Locked(#[from] crate::sink::lock::LockError),
     #[error("{0}")]
     Runtime(String),
     #[error(transparent)]
@@ -167,7 +170,7 @@ impl CliError {
             Self::Credentials(C::NoRegion { .. } | C::BadRegion(_)) => exit::CONFIG,
             Self::Credentials(_) => exit::CREDENTIALS,
             Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
-            Self::Sinks(_) => exit::SINK,
+            Self::Sinks(_) | Self::Locked(_) => exit::SINK,
             Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,
             Self::Config(_) => exit::CONFIG,
             Self::Token(e) => {

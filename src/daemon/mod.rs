@@ -13,6 +13,7 @@
 //! a jitter source draws samples. Tests run the real loop with fakes, tokio's paused
 //! clock and a fake wall clock.
 
+pub mod locks;
 pub mod status;
 pub mod token;
 
