@@ -122,7 +122,10 @@ async fn once(
     crate::mint::log_minted(&minted);
     // One writer per target: another `once` or a daemon may be writing it now. Held
     // (on this thread, which has nothing else to do) until the key is delivered.
-    let locks = crate::daemon::locks::take_within(&key.sinks, ONCE_LOCK_WAIT)?;
+    let locks = crate::daemon::locks::take_within(
+        &crate::daemon::locks::targets(&key.sinks),
+        ONCE_LOCK_WAIT,
+    )?;
     let delivered = deliver_here(&sinks, &minted);
     drop(locks);
     match delivered {

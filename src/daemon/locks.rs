@@ -78,11 +78,27 @@ impl HeldLocks {
     }
 }
 
-/// `once`: the locks of one key's targets, each waited for up to [`ONCE_LOCK_WAIT`].
-pub fn take_within(sinks: &[SinkSpec], wait: Duration) -> Result<Vec<TargetLock>, LockError> {
+/// `once` and `token`: the locks of `targets` (see [`targets`]), in order, waiting up
+/// to `wait` in all for other writers.
+pub fn take_within(targets: &[PathBuf], wait: Duration) -> Result<Vec<TargetLock>, LockError> {
+    let start = std::time::Instant::now();
     let mut locks = Vec::new();
-    for target in targets(sinks) {
-        locks.extend(lock_one(&target, |t| TargetLock::acquire_within(t, wait))?);
+    for target in targets {
+        let locked = lock_one(target, |t| {
+            TargetLock::acquire_within(t, wait.saturating_sub(start.elapsed()))
+        });
+        match locked {
+            Ok(lock) => locks.extend(lock),
+            // Say how long the caller waited in all, not what was left for this target.
+            Err(LockError::Held { target, pid, .. }) => {
+                return Err(LockError::Held {
+                    target,
+                    pid,
+                    waited: Some(wait),
+                });
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(locks)
 }
