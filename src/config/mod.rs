@@ -313,9 +313,17 @@ pub fn locate(
     Err(ConfigError::NotFound { tried })
 }
 
-/// [`locate`] with the process environment and file system.
+/// [`locate`] with the process environment and file system. A relative path (from
+/// `--config` or `$BEDROCK_KEYD_CONFIG`) is made absolute against the current
+/// directory here, once: reloads read the same file, and the file watch, which sees
+/// absolute paths, recognises it.
 pub fn locate_default(explicit: Option<&Path>) -> Result<ConfigLocation, ConfigError> {
-    locate(explicit, |v| std::env::var_os(v), Path::exists)
+    let mut location = locate(explicit, |v| std::env::var_os(v), Path::exists)?;
+    // Fails only without a current directory; the relative path then still reads.
+    if let Ok(path) = std::path::absolute(&location.path) {
+        location.path = path;
+    }
+    Ok(location)
 }
 
 /// Finds the config ([`locate_default`]) and loads it: the start of `run`, `once` and

@@ -17,6 +17,7 @@ mod credentials;
 mod daemon_run;
 mod daemon_sim;
 mod exec;
+mod first_day;
 mod faults;
 mod health;
 mod interop;

@@ -1,0 +1,99 @@
+//! The bugs a new user hit on the first day (issue 17), each pinned by the behaviour
+//! that was wrong: a relative `--config` that was never watched, `exec` leaving the
+//! command's children behind, a defaulted `min_remaining` refusing short lifetimes,
+//! SIGHUP not re-minting when the config on disk is broken, and `check` passing a
+//! key whose region can come from nowhere.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::daemon::{ContainerCreds, Daemon, read_key, wait_for, wait_until};
+use crate::util::{self, TestEnv};
+
+const CREDS: ContainerCreds = ContainerCreds {
+    token: "first-day-token",
+    access_key_id: "ASIAFIRSTDAYEXAMPLE1",
+    secret: "first-day-secret",
+    session_token: "first-day-session-token",
+};
+
+/// A config of one key per name, each written to `NAME.key` in `dir`.
+fn config_text(dir: &Path, names: &[&str]) -> String {
+    let mut text = String::from("[defaults]\nregion = \"eu-west-1\"\nlifetime = \"1h\"\n");
+    for name in names {
+        text.push_str(&format!(
+            "\n[[key]]\nname = \"{name}\"\n[[key.sink]]\ntype = \"file\"\npath = \"{}/{name}.key\"\n",
+            dir.display()
+        ));
+    }
+    text
+}
+
+fn read_valid(path: &Path) -> Option<String> {
+    read_key(path, CREDS.access_key_id, "eu-west-1")
+}
+
+/// Bug 1: `run --config config.toml` (relative to the working directory) reloads on an
+/// edit as an absolute path does. Before the fix the watch got an empty directory and
+/// edits were ignored.
+#[test]
+fn a_relative_config_path_is_watched() {
+    let env = TestEnv::new();
+    let server = CREDS.endpoint();
+    let dir = env.path().join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(env.path().join("config.toml"), config_text(&dir, &["one"])).unwrap();
+    // TestEnv::cmd() runs in env.path(): the relative path names the file above.
+    let mut daemon = Daemon::start(
+        &env,
+        CREDS.run(&env, &server, Path::new("config.toml")),
+    );
+    wait_for(Duration::from_secs(10), || read_valid(&dir.join("one.key")))
+        .unwrap_or_else(|| panic!("no first key\n{}", daemon.log()));
+
+    // An edit, no signal: the new key appears.
+    std::fs::write(
+        env.path().join("config.toml"),
+        config_text(&dir, &["one", "two"]),
+    )
+    .unwrap();
+    if wait_for(Duration::from_secs(5), || read_valid(&dir.join("two.key"))).is_none() {
+        panic!("the edit of a relative --config was not picked up\n{}", daemon.log());
+    }
+    assert!(daemon.alive());
+    daemon.stop_cleanly(&CREDS.secrets());
+}
+
+/// The `sleep` processes carrying a marker argument; killed when dropped, so a failing
+/// test leaves none behind.
+struct Sleepers(String);
+
+impl Sleepers {
+    fn pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            // Exactly `sleep 300 MARKER`; a zombie has an empty cmdline and is gone.
+            if args.len() >= 3 && args[0].ends_with(b"sleep") && args[2] == self.0.as_bytes() {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
