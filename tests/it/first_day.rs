@@ -66,6 +66,42 @@ fn a_relative_config_path_is_watched() {
     daemon.stop_cleanly(&CREDS.secrets());
 }
 
+/// Bug 4: SIGHUP re-mints every key even when the config on disk is invalid: the reload
+/// is rejected, the running config stays, and its keys are re-minted (what the README
+/// promises for SIGHUP).
+#[test]
+fn sighup_re_mints_even_when_the_config_on_disk_is_invalid() {
+    let env = TestEnv::new();
+    let server = CREDS.endpoint();
+    let dir = env.path().join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    let config = env.path().join("config.toml");
+    std::fs::write(&config, config_text(&dir, &["one"])).unwrap();
+    let path = dir.join("one.key");
+    let mut daemon = Daemon::start(&env, CREDS.run(&env, &server, &config));
+    let first = wait_for(Duration::from_secs(10), || read_valid(&path))
+        .unwrap_or_else(|| panic!("no first key\n{}", daemon.log()));
+
+    std::fs::write(&config, "[[key]]\nname = \"x\"\nlifetyme = \"1h\"\n").unwrap();
+    // Let the watcher's own (rejected, not forced) reload of the edit pass first, and
+    // a second go by so a new key differs from the first (keys are signed to the second).
+    daemon.poll(Duration::from_secs(5), "the edit's rejected reload", |log| {
+        log.contains("config reload rejected")
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    daemon.signal(Signal::SIGHUP);
+    let second = wait_for(Duration::from_secs(5), || {
+        read_valid(&path).filter(|k| *k != first)
+    });
+    assert!(
+        second.is_some(),
+        "SIGHUP with an invalid config did not re-mint\n{}",
+        daemon.log()
+    );
+    assert!(daemon.alive());
+    daemon.stop_cleanly(&CREDS.secrets());
+}
+
 /// The `sleep` processes carrying a marker argument; killed when dropped, so a failing
 /// test leaves none behind.
 struct Sleepers(String);
