@@ -35,7 +35,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{CliError, block_on, flags::KeyFlags};
+use super::flags::{KeyFlags, PolicyFlags};
+use super::{CliError, block_on};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KeyConfig};
 use crate::daemon::{KeySet, OnDelivered, Runtime, StatusBoard, SystemBackend, random_jitter};
@@ -68,6 +69,9 @@ pub struct ExecArgs {
     #[command(flatten)]
     keys: KeyFlags,
 
+    #[command(flatten)]
+    policy: PolicyFlags,
+
     /// With --config: the key CMD gets [default: the config's only key].
     #[arg(long = "key", value_name = "NAME", requires = "config")]
     key_name: Option<String>,
@@ -87,9 +91,13 @@ pub struct ExecArgs {
 }
 
 impl ExecArgs {
-    /// The key flags, when a config file is named (`Cli::resolve_config`).
-    pub fn config_keys(&self) -> Option<&KeyFlags> {
-        self.keys.config.is_some().then_some(&self.keys)
+    /// The config `--config` names, resolved (`Cli::resolve_config`); `None` without
+    /// `--config`, when the key flags describe the key.
+    pub fn resolve_config(&self) -> Option<super::Resolved> {
+        self.keys
+            .config
+            .is_some()
+            .then(|| self.keys.resolve(&self.policy))
     }
 }
 
@@ -122,7 +130,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn resolve(args: &ExecArgs, config: Option<super::Resolved>) -> Result<(Config, String), CliError> {
     let config = match config {
         Some(resolved) => resolved?.1,
-        None => Config::single(args.keys.single_key(false)?),
+        None => Config::single(args.keys.single_key(&args.policy, false)?),
     };
     let key: &KeyConfig = match &args.key_name {
         Some(name) => config.key(name).ok_or_else(|| {

@@ -15,8 +15,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use flags::KeyFlags;
-
 pub use flags::CredentialFlags;
 
 /// Exit codes of the contract; `main` returns one of these.
@@ -187,9 +185,9 @@ impl Cli {
     /// is kept for the command to report.
     pub fn resolve_config(&self) -> Option<Resolved> {
         match &self.command {
-            Command::Run(args) => Some(args.keys().resolve()),
-            Command::Once(args) => Some(args.keys().resolve()),
-            Command::Exec(args) => args.config_keys().map(KeyFlags::resolve),
+            Command::Run(args) => Some(args.resolve()),
+            Command::Once(args) => Some(args.resolve()),
+            Command::Exec(args) => args.resolve_config(),
             _ => None,
         }
     }
@@ -218,15 +216,15 @@ pub fn run(cli: Cli, config: Option<Resolved>) -> Result<ExitCode, CliError> {
         Command::Check(args) => check::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Once(args) => {
-            let config = config.unwrap_or_else(|| args.keys().resolve());
+            let config = config.unwrap_or_else(|| args.resolve());
             once::run(*args, config)
         }
         Command::Run(args) => {
-            let config = config.unwrap_or_else(|| args.keys().resolve());
+            let config = config.unwrap_or_else(|| args.resolve());
             run::run(*args, config)
         }
         Command::Exec(args) => {
-            let config = config.or_else(|| args.config_keys().map(KeyFlags::resolve));
+            let config = config.or_else(|| args.resolve_config());
             exec::run(*args, config)
         }
         Command::Status(args) => status::run(args),

@@ -31,7 +31,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{CliError, block_on, flags::KeyFlags};
+use super::flags::{KeyFlags, PolicyFlags};
+use super::{CliError, block_on};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigLocation};
 use crate::daemon::{
@@ -72,6 +73,9 @@ pub struct RunArgs {
     #[command(flatten)]
     keys: KeyFlags,
 
+    #[command(flatten)]
+    policy: PolicyFlags,
+
     /// Serve /healthz, /readyz and /metrics on this IP address and port, e.g.
     /// 127.0.0.1:9464 (single-key mode; with a config file, set `listen` there)
     /// [default: no listener].
@@ -93,8 +97,9 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 impl RunArgs {
-    pub fn keys(&self) -> &KeyFlags {
-        &self.keys
+    /// The config to run: the file, or the single key the flags describe.
+    pub fn resolve(&self) -> super::Resolved {
+        self.keys.resolve(&self.policy)
     }
 }
 

@@ -102,6 +102,83 @@ fn sighup_re_mints_even_when_the_config_on_disk_is_invalid() {
     daemon.stop_cleanly(&CREDS.secrets());
 }
 
+/// Bug 3: the built-in `min_remaining` (5m) shrinks for short lifetimes instead of
+/// turning them into a usage error; only an explicit one ≥ the lifetime is refused.
+#[test]
+fn a_short_lifetime_is_not_refused_for_the_default_min_remaining() {
+    let env = TestEnv::new();
+    let key = env.path().join("k");
+    let out = env
+        .cmd_with_example_creds()
+        .args(["once", "--region", "us-east-1", "--lifetime", "61s", "--file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+    assert!(key.exists());
+
+    // `run` with a 2-minute key starts and delivers.
+    let run_key = env.path().join("run.key");
+    let mut cmd = env.cmd_with_example_creds();
+    cmd.args(["run", "--region", "us-east-1", "--lifetime", "2m", "--file"])
+        .arg(&run_key);
+    let mut daemon = Daemon::start(&env, cmd);
+    daemon.poll(Duration::from_secs(10), "the first key", |log| {
+        log.contains("key minted and delivered")
+    });
+    daemon.stop_cleanly(&[util::EXAMPLE_SECRET_ACCESS_KEY]);
+
+    // An explicit min_remaining ≥ the lifetime is still an error.
+    let out = env
+        .cmd_with_example_creds()
+        .args(["run", "--region", "us-east-1", "--lifetime", "2m"])
+        .args(["--min-remaining", "5m", "--file"])
+        .arg(&run_key)
+        .output()
+        .unwrap();
+    let err = util::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--min-remaining 5m must be shorter than the lifetime 2m"), "{err}");
+
+    // `check` shows the value in force: a quarter of a 2m lifetime.
+    let config = env.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(env.path(), &["short"]).replace("\"1h\"", "\"2m\""),
+    )
+    .unwrap();
+    let out = env.cmd().args(["check", "--config"]).arg(&config).output().unwrap();
+    let text = util::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+    assert!(text.contains("never later than 30s before expiry"), "{text}");
+}
+
+/// Bug 3, second half: `once` refreshes nothing, so it offers no refresh flags.
+#[test]
+fn once_and_mint_offer_no_refresh_flags() {
+    let env = TestEnv::new();
+    let help = env.cmd().args(["once", "--help"]).output().unwrap();
+    let help = util::stdout(&help);
+    for flag in ["--refresh-at", "--jitter", "--min-remaining"] {
+        assert!(!help.contains(flag), "once --help lists {flag}\n{help}");
+        for command in ["once", "mint"] {
+            let out = env
+                .cmd_with_example_creds()
+                .args([command, "--region", "us-east-1", flag, "1", "--file", "k"])
+                .output()
+                .unwrap();
+            let err = util::stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{command} {flag}: {err}");
+            assert!(err.contains(&format!("unexpected argument '{flag}'")), "{err}");
+        }
+    }
+    // `run` and `exec` keep them.
+    for command in ["run", "exec"] {
+        let help = env.cmd().args([command, "--help"]).output().unwrap();
+        assert!(util::stdout(&help).contains("--min-remaining"), "{command}");
+    }
+}
+
 /// The `sleep` processes carrying a marker argument; killed when dropped, so a failing
 /// test leaves none behind.
 struct Sleepers(String);
