@@ -60,6 +60,7 @@ impl CredentialFlags {
             role_arn: self.role_arn.clone(),
             external_id: self.external_id.clone(),
             role_session_name: self.role_session_name.clone(),
+            from_config_file: false,
             role_session_duration: self.role_session_duration,
         }
     }

@@ -105,6 +105,12 @@ pub enum CliError {
     Probe(String),
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialsError),
+    /// `check`: a key the run would fail for, with that failure.
+    #[error("key {key:?}: {error}")]
+    KeyCredentials {
+        key: String,
+        error: crate::credentials::CredentialsError,
+    },
     #[error(transparent)]
     Mint(#[from] crate::mint::MintError),
     #[error(transparent)]
@@ -154,8 +160,12 @@ impl CliError {
             Self::KeyInvalid(_) | Self::KeyExpired(_) | Self::KeyUnreadable(_) | Self::Probe(_) => {
                 exit::KEY_INVALID
             }
-            Self::Credentials(C::NoRegion { .. } | C::BadRegion(_)) => exit::CONFIG,
-            Self::Credentials(_) => exit::CREDENTIALS,
+            Self::Credentials(C::NoRegion { .. } | C::BadRegion(_))
+            | Self::KeyCredentials {
+                error: C::NoRegion { .. } | C::BadRegion(_),
+                ..
+            } => exit::CONFIG,
+            Self::Credentials(_) | Self::KeyCredentials { .. } => exit::CREDENTIALS,
             Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
             Self::Sinks(_) => exit::SINK,
             Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,

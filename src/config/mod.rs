@@ -556,6 +556,7 @@ fn validate_key(
         role_arn,
         external_id,
         role_session_name,
+        from_config_file: true,
         role_session_duration,
     };
 

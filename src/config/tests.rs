@@ -107,6 +107,7 @@ fn the_design_example_is_valid() {
             role_arn: Some("arn:aws:iam::123456789012:role/bedrock-invoke".into()),
             external_id: Some("example-external-id".into()),
             role_session_name: None,
+            from_config_file: true,
             role_session_duration: None,
         }
     );

@@ -427,9 +427,11 @@ fn lookup_order_from_the_environment() {
     )
     .unwrap();
 
-    // $BEDROCK_KEYD_CONFIG beats $XDG_CONFIG_HOME.
+    // $BEDROCK_KEYD_CONFIG beats $XDG_CONFIG_HOME. (Its key has no region: one from
+    // the environment, or `check` would fail for it, instance metadata being off.)
     let out = env
         .cmd()
+        .env("AWS_REGION", "us-east-1")
         .env("BEDROCK_KEYD_CONFIG", &via_var)
         .env("XDG_CONFIG_HOME", &xdg)
         .arg("check")

@@ -179,6 +179,64 @@ fn once_and_mint_offer_no_refresh_flags() {
     }
 }
 
+/// Bug 5: `check` fails as the run would (78, "no AWS region") when it can see that
+/// a key's region can come from nowhere: no `region`, no AWS_REGION or
+/// AWS_DEFAULT_REGION, no region in the profile, instance metadata disabled.
+#[test]
+fn check_fails_for_a_key_without_any_region() {
+    let env = TestEnv::new();
+    let config = env.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[key]]\nname = \"k\"\n[[key.sink]]\ntype = \"file\"\npath = \"{}/k.key\"\n",
+            env.path().display()
+        ),
+    )
+    .unwrap();
+    let check = |cmd: &mut std::process::Command| {
+        let out = cmd.args(["check", "--config"]).arg(&config).output().unwrap();
+        (out.status.code(), util::stderr(&out))
+    };
+    // TestEnv disables instance metadata and sets no region.
+    let (code, err) = check(&mut env.cmd());
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("no AWS region"), "{err}");
+    assert!(err.contains("key \"k\""), "{err}");
+    // A config key is told about the config file, not about --region, which a config
+    // file excludes.
+    assert!(err.contains("set `region = \"…\"` for the key"), "{err}");
+    assert!(!err.contains("--region"), "{err}");
+
+    // The run gives the same message.
+    let out = env
+        .cmd_with_example_creds()
+        .args(["once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let run_err = util::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{run_err}");
+    let message = err.lines().last().unwrap().split("no AWS region").nth(1).unwrap();
+    assert!(run_err.contains(message), "check: {err}\nrun: {run_err}");
+
+    // Any of the places a region can come from is enough.
+    let (code, err) = check(env.cmd().env("AWS_REGION", "eu-west-3"));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = check(env.cmd().env("AWS_DEFAULT_REGION", "eu-west-3"));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = check(env.cmd().env_remove("AWS_EC2_METADATA_DISABLED"));
+    assert_eq!(code, Some(0), "instance metadata may know: {err}");
+    std::fs::create_dir_all(env.home().join(".aws")).unwrap();
+    std::fs::write(
+        env.home().join(".aws/config"),
+        "[default]\nregion = eu-north-1\n",
+    )
+    .unwrap();
+    let (code, err) = check(&mut env.cmd());
+    assert_eq!(code, Some(0), "{err}");
+}
+
 /// The `sleep` processes carrying a marker argument; killed when dropped, so a failing
 /// test leaves none behind.
 struct Sleepers(String);
@@ -209,4 +267,45 @@ impl Drop for Sleepers {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// Friction: `AWS_PROFILE=prd` (a typo) gives the message `--profile prd` gives, with
+/// or without a region, instead of "no AWS region" or SDK jargon about a "source
+/// profile".
+#[test]
+fn a_typo_in_aws_profile_is_named() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.home().join(".aws")).unwrap();
+    std::fs::write(
+        env.home().join(".aws/config"),
+        "[profile prod]\nregion = eu-west-1\n",
+    )
+    .unwrap();
+    let flag = env
+        .cmd()
+        .args(["mint", "--profile", "prd"])
+        .output()
+        .unwrap();
+    let expected = util::stderr(&flag);
+    assert!(expected.contains("AWS profile \"prd\" not found in"), "{expected}");
+    for region in [None, Some("eu-west-1")] {
+        let mut cmd = env.cmd();
+        cmd.env("AWS_PROFILE", "prd").arg("mint");
+        if let Some(region) = region {
+            cmd.args(["--region", region]);
+        }
+        let out = cmd.output().unwrap();
+        let err = util::stderr(&out);
+        assert_eq!(out.status.code(), flag.status.code(), "{region:?}: {err}");
+        assert!(err.contains("AWS profile \"prd\" not found in"), "{region:?}: {err}");
+    }
+    // The profile that exists works through the variable.
+    let out = env
+        .cmd()
+        .env("AWS_PROFILE", "prod")
+        .args(["mint", "--region", "eu-west-1"])
+        .output()
+        .unwrap();
+    let err = util::stderr(&out);
+    assert!(err.contains("profile \"prod\": no credentials in"), "{err}");
 }
