@@ -237,6 +237,36 @@ fn check_fails_for_a_key_without_any_region() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+/// Bug 2: `exec` runs the command in its own process group and stops the whole group
+/// on a restart and on SIGTERM: a shell's child does not outlive it.
+#[test]
+fn exec_leaves_no_descendant_behind() {
+    let env = TestEnv::new();
+    // GNU sleep adds its arguments: the second one marks this test's processes.
+    let marker = format!("0.{}{}", std::process::id(), 7);
+    let leftovers = Sleepers(marker.clone());
+    let mut cmd = env.cmd_with_example_creds();
+    cmd.args(["exec", "--region", "eu-west-1", "--lifetime", "6s"])
+        .args(["--min-remaining", "2s", "--jitter", "0", "--grace", "2s", "--"])
+        .args(["sh", "-c", &format!("sleep 300 {marker}; true")]);
+    let mut exec = Daemon::start(&env, cmd);
+    exec.poll(Duration::from_secs(30), "two restarts", |log| {
+        log.matches("command started with the key").count() >= 3
+    });
+    // Give the third shell a moment to start its sleep.
+    wait_until(Duration::from_secs(5), "the current sleep", || {
+        !leftovers.pids().is_empty()
+    });
+    let running = leftovers.pids();
+    assert_eq!(running.len(), 1, "sleeps left by restarts: {running:?}\n{}", exec.log());
+
+    exec.signal(Signal::SIGTERM);
+    exec.exit_within(Duration::from_secs(10));
+    wait_until(Duration::from_secs(3), "no sleep left after SIGTERM", || {
+        leftovers.pids().is_empty()
+    });
+}
+
 /// The `sleep` processes carrying a marker argument; killed when dropped, so a failing
 /// test leaves none behind.
 struct Sleepers(String);
