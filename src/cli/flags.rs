@@ -310,8 +310,13 @@ impl KeyFlags {
         .filter_map(|(flag, set)| set.then_some(flag))
         .collect();
         if !given.is_empty() {
+            let (verb, them) = if given.len() == 1 {
+                ("applies", "it")
+            } else {
+                ("apply", "them")
+            };
             return Err(CliError::Usage(format!(
-                "{} only apply to a single key given by --file, --env-file or --keyring; with a config file, set them there",
+                "{} only {verb} to a single key given by --file, --env-file or --keyring; with a config file, set {them} there",
                 given.join(", ")
             )));
         }

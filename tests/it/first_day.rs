@@ -339,3 +339,98 @@ fn a_typo_in_aws_profile_is_named() {
     let err = util::stderr(&out);
     assert!(err.contains("profile \"prod\": no credentials in"), "{err}");
 }
+
+/// Friction: the messages a first session meets, each saying what is true and what to
+/// do.
+#[test]
+fn first_session_messages() {
+    let env = TestEnv::new();
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        (out.status.code(), util::stdout(&out), util::stderr(&out))
+    };
+    let mint = |lifetime: &str| {
+        run(env
+            .cmd_with_example_creds()
+            .args(["mint", "--region", "us-east-1", "--lifetime", lifetime]))
+    };
+
+    // Lifetimes: zero reads as written; a bare number is offered as seconds.
+    let (code, _, err) = mint("0s");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("lifetime 0s is shorter than the minimum of 1s"), "{err}");
+    let (code, _, err) = mint("3600");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("for seconds write 3600s or 1h"), "{err}");
+    assert!(!err.contains("3600m"), "{err}");
+
+    // Key flags next to a config file: one flag, singular.
+    let (code, _, err) = run(env
+        .cmd()
+        .args(["once", "--config", "c.toml", "--region", "us-west-2"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--region only applies to a single key given by --file, --env-file or --keyring; with a config file, set it there"),
+        "{err}"
+    );
+
+    // status: the default bar is not presented as a flag the user gave; -v reports a
+    // failure once.
+    let (code, key, err) = mint("2m");
+    assert_eq!(code, Some(0), "{err}");
+    let short = env.path().join("short.key");
+    std::fs::write(&short, key).unwrap();
+    let (code, out, err) = run(env.cmd().arg("status").arg("--file").arg(&short));
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("less than 5m (the default --min-valid)"), "{err}");
+    assert!(!err.contains("--min-valid 5m"), "{err}");
+    let (code, out, err) = run(env.cmd().args(["status", "-v", "--file"]).arg(&short));
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(out, "", "the failure is on stderr only");
+    assert_eq!(
+        util::at_default_log_level(&mut env.cmd().args(["status", "-v", "--file"]).arg(&short))
+            .output()
+            .map(|o| util::stderr(&o).lines().count())
+            .unwrap(),
+        1,
+        "{err}"
+    );
+
+    // inspect with a file name as the key: use --file.
+    let (code, _, err) = run(env.cmd().args(["inspect", "short.key"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("\"short.key\" looks like a file, not a key: read a key file with --file short.key"),
+        "{err}"
+    );
+}
+
+/// Friction: a first failure does not speak of a "last good key" there is not, and
+/// `exec`, which gives up on a failure that retrying cannot fix, does not promise to
+/// keep checking.
+#[test]
+fn a_first_failure_says_there_is_no_key_yet() {
+    let env = TestEnv::new();
+    let mut cmd = env.cmd();
+    cmd.args(["run", "--region", "us-east-1", "--file", "k"]);
+    let mut daemon = Daemon::start(&env, cmd);
+    daemon.poll(Duration::from_secs(10), "the first failure", |log| {
+        log.contains("refresh failed")
+    });
+    let log = daemon.log();
+    assert!(log.contains("no key delivered yet"), "{log}");
+    assert!(!log.contains("last good key"), "{log}");
+    daemon.stop_cleanly(&[]);
+
+    let out = env
+        .cmd()
+        .args(["exec", "--region", "us-east-1", "--", "true"])
+        .output()
+        .unwrap();
+    let log = util::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("no key for the command"), "{log}");
+    assert!(!log.contains("still checking"), "{log}");
+    assert!(!log.contains("last good key"), "{log}");
+}
