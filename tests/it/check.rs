@@ -468,7 +468,7 @@ fn no_config_anywhere_says_where_it_looked() {
     // HOME is the empty test home; /etc/bedrock-keyd/config.toml is not expected on a
     // test machine, and if it is, this test cannot tell anything.
     if Path::new("/etc/bedrock-keyd/config.toml").exists() {
-        eprintln!("SKIPPED: /etc/bedrock-keyd/config.toml exists on this machine");
+        util::report_skip("/etc/bedrock-keyd/config.toml exists on this machine");
         return;
     }
     let out = env.cmd().arg("check").output().unwrap();
