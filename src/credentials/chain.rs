@@ -100,7 +100,12 @@ fn no_region(spec: &SourceSpec) -> CredentialsError {
 /// nowhere, and instance metadata is disabled). Reads the environment and the AWS
 /// config files; sends nothing.
 pub(super) async fn region_offline(spec: &SourceSpec) -> Result<(), CredentialsError> {
-    if spec.region.is_some() || EnvironmentVariableRegionProvider::new().region().await.is_some() {
+    if spec.region.is_some()
+        || EnvironmentVariableRegionProvider::new()
+            .region()
+            .await
+            .is_some()
+    {
         return Ok(());
     }
     let provider_config = provider_config(None);

@@ -46,10 +46,7 @@ fn a_relative_config_path_is_watched() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(env.path().join("config.toml"), config_text(&dir, &["one"])).unwrap();
     // TestEnv::cmd() runs in env.path(): the relative path names the file above.
-    let mut daemon = Daemon::start(
-        &env,
-        CREDS.run(&env, &server, Path::new("config.toml")),
-    );
+    let mut daemon = Daemon::start(&env, CREDS.run(&env, &server, Path::new("config.toml")));
     wait_for(Duration::from_secs(10), || read_valid(&dir.join("one.key")))
         .unwrap_or_else(|| panic!("no first key\n{}", daemon.log()));
 
@@ -60,7 +57,10 @@ fn a_relative_config_path_is_watched() {
     )
     .unwrap();
     if wait_for(Duration::from_secs(5), || read_valid(&dir.join("two.key"))).is_none() {
-        panic!("the edit of a relative --config was not picked up\n{}", daemon.log());
+        panic!(
+            "the edit of a relative --config was not picked up\n{}",
+            daemon.log()
+        );
     }
     assert!(daemon.alive());
     daemon.stop_cleanly(&CREDS.secrets());
@@ -85,9 +85,11 @@ fn sighup_re_mints_even_when_the_config_on_disk_is_invalid() {
     std::fs::write(&config, "[[key]]\nname = \"x\"\nlifetyme = \"1h\"\n").unwrap();
     // Let the watcher's own (rejected, not forced) reload of the edit pass first, and
     // a second go by so a new key differs from the first (keys are signed to the second).
-    daemon.poll(Duration::from_secs(5), "the edit's rejected reload", |log| {
-        log.contains("config reload rejected")
-    });
+    daemon.poll(
+        Duration::from_secs(5),
+        "the edit's rejected reload",
+        |log| log.contains("config reload rejected"),
+    );
     std::thread::sleep(Duration::from_millis(1100));
     daemon.signal(Signal::SIGHUP);
     let second = wait_for(Duration::from_secs(5), || {
@@ -110,7 +112,14 @@ fn a_short_lifetime_is_not_refused_for_the_default_min_remaining() {
     let key = env.path().join("k");
     let out = env
         .cmd_with_example_creds()
-        .args(["once", "--region", "us-east-1", "--lifetime", "61s", "--file"])
+        .args([
+            "once",
+            "--region",
+            "us-east-1",
+            "--lifetime",
+            "61s",
+            "--file",
+        ])
         .arg(&key)
         .output()
         .unwrap();
@@ -138,7 +147,10 @@ fn a_short_lifetime_is_not_refused_for_the_default_min_remaining() {
         .unwrap();
     let err = util::stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--min-remaining 5m must be shorter than the lifetime 2m"), "{err}");
+    assert!(
+        err.contains("--min-remaining 5m must be shorter than the lifetime 2m"),
+        "{err}"
+    );
 
     // `check` shows the value in force: a quarter of a 2m lifetime.
     let config = env.path().join("config.toml");
@@ -147,10 +159,18 @@ fn a_short_lifetime_is_not_refused_for_the_default_min_remaining() {
         config_text(env.path(), &["short"]).replace("\"1h\"", "\"2m\""),
     )
     .unwrap();
-    let out = env.cmd().args(["check", "--config"]).arg(&config).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let text = util::stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
-    assert!(text.contains("never later than 30s before expiry"), "{text}");
+    assert!(
+        text.contains("never later than 30s before expiry"),
+        "{text}"
+    );
 }
 
 /// Bug 3, second half: `once` refreshes nothing, so it offers no refresh flags.
@@ -169,7 +189,10 @@ fn once_and_mint_offer_no_refresh_flags() {
                 .unwrap();
             let err = util::stderr(&out);
             assert_eq!(out.status.code(), Some(2), "{command} {flag}: {err}");
-            assert!(err.contains(&format!("unexpected argument '{flag}'")), "{err}");
+            assert!(
+                err.contains(&format!("unexpected argument '{flag}'")),
+                "{err}"
+            );
         }
     }
     // `run` and `exec` keep them.
@@ -195,7 +218,11 @@ fn check_fails_for_a_key_without_any_region() {
     )
     .unwrap();
     let check = |cmd: &mut std::process::Command| {
-        let out = cmd.args(["check", "--config"]).arg(&config).output().unwrap();
+        let out = cmd
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
         (out.status.code(), util::stderr(&out))
     };
     // TestEnv disables instance metadata and sets no region.
@@ -217,7 +244,13 @@ fn check_fails_for_a_key_without_any_region() {
         .unwrap();
     let run_err = util::stderr(&out);
     assert_eq!(out.status.code(), Some(78), "{run_err}");
-    let message = err.lines().last().unwrap().split("no AWS region").nth(1).unwrap();
+    let message = err
+        .lines()
+        .last()
+        .unwrap()
+        .split("no AWS region")
+        .nth(1)
+        .unwrap();
     assert!(run_err.contains(message), "check: {err}\nrun: {run_err}");
 
     // Any of the places a region can come from is enough.
@@ -247,7 +280,15 @@ fn exec_leaves_no_descendant_behind() {
     let leftovers = Sleepers(marker.clone());
     let mut cmd = env.cmd_with_example_creds();
     cmd.args(["exec", "--region", "eu-west-1", "--lifetime", "6s"])
-        .args(["--min-remaining", "2s", "--jitter", "0", "--grace", "2s", "--"])
+        .args([
+            "--min-remaining",
+            "2s",
+            "--jitter",
+            "0",
+            "--grace",
+            "2s",
+            "--",
+        ])
         .args(["sh", "-c", &format!("sleep 300 {marker}; true")]);
     let mut exec = Daemon::start(&env, cmd);
     exec.poll(Duration::from_secs(30), "two restarts", |log| {
@@ -258,13 +299,20 @@ fn exec_leaves_no_descendant_behind() {
         !leftovers.pids().is_empty()
     });
     let running = leftovers.pids();
-    assert_eq!(running.len(), 1, "sleeps left by restarts: {running:?}\n{}", exec.log());
+    assert_eq!(
+        running.len(),
+        1,
+        "sleeps left by restarts: {running:?}\n{}",
+        exec.log()
+    );
 
     exec.signal(Signal::SIGTERM);
     exec.exit_within(Duration::from_secs(10));
-    wait_until(Duration::from_secs(3), "no sleep left after SIGTERM", || {
-        leftovers.pids().is_empty()
-    });
+    wait_until(
+        Duration::from_secs(3),
+        "no sleep left after SIGTERM",
+        || leftovers.pids().is_empty(),
+    );
 }
 
 /// The `sleep` processes carrying a marker argument; killed when dropped, so a failing
@@ -317,7 +365,10 @@ fn a_typo_in_aws_profile_is_named() {
         .output()
         .unwrap();
     let expected = util::stderr(&flag);
-    assert!(expected.contains("AWS profile \"prd\" not found in"), "{expected}");
+    assert!(
+        expected.contains("AWS profile \"prd\" not found in"),
+        "{expected}"
+    );
     for region in [None, Some("eu-west-1")] {
         let mut cmd = env.cmd();
         cmd.env("AWS_PROFILE", "prd").arg("mint");
@@ -327,7 +378,10 @@ fn a_typo_in_aws_profile_is_named() {
         let out = cmd.output().unwrap();
         let err = util::stderr(&out);
         assert_eq!(out.status.code(), flag.status.code(), "{region:?}: {err}");
-        assert!(err.contains("AWS profile \"prd\" not found in"), "{region:?}: {err}");
+        assert!(
+            err.contains("AWS profile \"prd\" not found in"),
+            "{region:?}: {err}"
+        );
     }
     // The profile that exists works through the variable.
     let out = env
@@ -350,24 +404,32 @@ fn first_session_messages() {
         (out.status.code(), util::stdout(&out), util::stderr(&out))
     };
     let mint = |lifetime: &str| {
-        run(env
-            .cmd_with_example_creds()
-            .args(["mint", "--region", "us-east-1", "--lifetime", lifetime]))
+        run(env.cmd_with_example_creds().args([
+            "mint",
+            "--region",
+            "us-east-1",
+            "--lifetime",
+            lifetime,
+        ]))
     };
 
     // Lifetimes: zero reads as written; a bare number is offered as seconds.
     let (code, _, err) = mint("0s");
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("lifetime 0s is shorter than the minimum of 1s"), "{err}");
+    assert!(
+        err.contains("lifetime 0s is shorter than the minimum of 1s"),
+        "{err}"
+    );
     let (code, _, err) = mint("3600");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("for seconds write 3600s or 1h"), "{err}");
     assert!(!err.contains("3600m"), "{err}");
 
     // Key flags next to a config file: one flag, singular.
-    let (code, _, err) = run(env
-        .cmd()
-        .args(["once", "--config", "c.toml", "--region", "us-west-2"]));
+    let (code, _, err) =
+        run(env
+            .cmd()
+            .args(["once", "--config", "c.toml", "--region", "us-west-2"]));
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("--region only applies to a single key given by --file, --env-file or --keyring; with a config file, set it there"),
@@ -383,25 +445,28 @@ fn first_session_messages() {
     let (code, out, err) = run(env.cmd().arg("status").arg("--file").arg(&short));
     assert_eq!(code, Some(3), "{err}");
     assert_eq!(out, "");
-    assert!(err.contains("less than 5m (the default --min-valid)"), "{err}");
-    assert!(!err.contains("--min-valid 5m"), "{err}");
-    let (code, out, err) = run(env.cmd().args(["status", "-v", "--file"]).arg(&short));
-    assert_eq!(code, Some(3), "{err}");
-    assert_eq!(out, "", "the failure is on stderr only");
-    assert_eq!(
-        util::at_default_log_level(&mut env.cmd().args(["status", "-v", "--file"]).arg(&short))
-            .output()
-            .map(|o| util::stderr(&o).lines().count())
-            .unwrap(),
-        1,
+    assert!(
+        err.contains("less than 5m (the default --min-valid)"),
         "{err}"
     );
+    assert!(!err.contains("--min-valid 5m"), "{err}");
+    // At the default log level, as a user sees it (the tests' default is TRACE).
+    let mut verbose = env.cmd();
+    util::at_default_log_level(&mut verbose)
+        .args(["status", "-v", "--file"])
+        .arg(&short);
+    let (code, out, err) = run(&mut verbose);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(out, "", "the failure is on stderr only");
+    assert_eq!(err.lines().count(), 1, "{err}");
 
     // inspect with a file name as the key: use --file.
     let (code, _, err) = run(env.cmd().args(["inspect", "short.key"]));
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("\"short.key\" looks like a file, not a key: read a key file with --file short.key"),
+        err.contains(
+            "\"short.key\" looks like a file, not a key: read a key file with --file short.key"
+        ),
         "{err}"
     );
 }
