@@ -224,7 +224,13 @@ fn built_in_defaults() {
     assert_eq!(c.log_format, None);
     assert_eq!(c.listen, None);
     let k = &c.keys[0];
-    assert_eq!(k.source, SourceSpec::default());
+    assert_eq!(
+        k.source,
+        SourceSpec {
+            from_config_file: true,
+            ..SourceSpec::default()
+        }
+    );
     assert_eq!(k.lifetime, DEFAULT_LIFETIME);
     assert_eq!(k.policy, RefreshPolicy::default());
     assert!(k.notify.is_empty());
