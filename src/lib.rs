@@ -16,6 +16,7 @@
 //! - [`clock`]: the injected wall clock and its jumps (suspend, clock set);
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
 //! - [`logging`]: tracing setup with a floor that keeps SDK internals (secrets) out;
+//! - [`redact`]: the one redaction step for outside text shown in errors;
 //! - [`watch`]: file watching (config, sink files, AWS files);
 //! - [`cli`]: the command line and the mapping of errors to exit codes.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod keyfile;
 pub mod logging;
 pub mod mint;
 pub mod notify;
+pub mod redact;
 pub mod schedule;
 pub mod sdnotify;
 pub mod sink;

@@ -212,7 +212,19 @@ impl SinkFlags {
     }
 }
 
+/// `path` made absolute. A path ending in `/`, `/.` or `/..` names a directory, which
+/// making it absolute would silently turn into a file path (`/run/keys/.` →
+/// `/run/keys`): refused, as in the config file.
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {
+    let text = path.as_os_str().as_encoded_bytes();
+    let names_directory = matches!(text, b"." | b"..")
+        || [&b"/"[..], b"/.", b"/.."].iter().any(|t| text.ends_with(t));
+    if names_directory {
+        return Err(CliError::Usage(format!(
+            "{} names a directory; give the path of a file",
+            path.display()
+        )));
+    }
     std::path::absolute(path)
         .map_err(|e| CliError::Usage(format!("cannot make {} absolute: {e}", path.display())))
 }

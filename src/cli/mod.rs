@@ -96,6 +96,7 @@ pub enum CliError {
     Usage(String),
     #[error(transparent)]
     KeyInvalid(#[from] crate::inspect::InspectError),
+    /// `inspect`: the key expired, or is signed in the future.
     #[error("{0}")]
     KeyExpired(String),
     #[error("{0}")]

@@ -25,4 +25,5 @@ mod keyring;
 mod notify;
 mod props;
 mod sinks;
+mod standin;
 mod status;
