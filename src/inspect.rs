@@ -437,6 +437,7 @@ mod tests {
     fn extracts_from_sink_formats() {
         let key = sample(None);
         assert_eq!(extract_key(&format!("{key}\n"), None).unwrap(), key);
+        assert_eq!(extract_key(&key, None).unwrap(), key);
         let json = format!(r#"{{"key":"{key}","region":"us-west-2"}}"#);
         assert_eq!(extract_key(&json, None).unwrap(), key);
         let env = format!("# c\nOTHER=1\nexport AWS_BEARER_TOKEN_BEDROCK=\"{key}\"\n");

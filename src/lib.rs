@@ -5,11 +5,14 @@
 //! - [`mint`]: credentials + region + lifetime + instant → key (pure, via `aws-sigv4`);
 //! - [`inspect`]: key → what it says about itself (offline, strict);
 //! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
-//! - [`sink`]: where keys are delivered (file, env-file, keyring);
+//! - [`sink`]: where keys are delivered (file, env-file, keyring), one writer per target
+//!   (`sink::lock`), paths walked safely (`sink::path`), every file read bounded
+//!   (`sink::bounded`);
 //! - [`notify`]: how dependents learn about a new key (specifications, sending, debounce);
 //! - [`config`]: the config file: lookup, parsing, validation into a [`config::Config`];
 //! - [`schedule`]: when to refresh and retry, and whether a key is healthy (pure);
-//! - [`daemon`]: the long-running service: one task per key, status board;
+//! - [`daemon`]: the long-running service: one task per key, status board; and
+//!   `token`'s read-or-mint-once ([`daemon::token`]);
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` (when `listen` is set);
 //! - [`sdnotify`]: systemd readiness, status, watchdog and reload notifications;
 //! - [`keyfile`]: the raw and JSON formats a key is written in;

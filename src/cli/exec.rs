@@ -174,6 +174,8 @@ fn resolve(args: &ExecArgs, config: Option<super::Resolved>) -> Result<(Config, 
 /// `config`: the resolved `--config`, `None` for a single key given by flags.
 pub fn run(args: ExecArgs, config: Option<super::Resolved>) -> Result<ExitCode, CliError> {
     let (config, name) = resolve(&args, config)?;
+    // One writer per target, as for `run`: held until exec returns.
+    let _locks = crate::daemon::locks::HeldLocks::take_all(&config.keys)?;
     block_on(async move {
         let status = Arc::new(StatusBoard::new());
         let (tx, rx) = watch::channel(None);

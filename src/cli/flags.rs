@@ -90,7 +90,7 @@ pub struct SinkFlags {
     #[arg(long = "file", value_name = "PATH")]
     files: Vec<PathBuf>,
 
-    /// Format of every --file: raw (the key and a newline) or json
+    /// Format of every --file: raw (the key alone, no newline) or json
     /// ({"key","region","issued_at","expires_at"}).
     #[arg(long, value_name = "FORMAT", default_value = "raw", value_parser = parse_format)]
     file_format: FileFormat,
@@ -119,6 +119,7 @@ pub struct SinkFlags {
     mode: FileMode,
 
     /// Owner of every file and env-file: a user name or id (needs privileges).
+    /// Without it a written file is the daemon's own, never the replaced file's owner.
     #[arg(long, value_name = "USER")]
     owner: Option<UserRef>,
 
@@ -126,7 +127,8 @@ pub struct SinkFlags {
     #[arg(long, value_name = "GROUP")]
     group: Option<UserRef>,
 
-    /// Write through a symlink at a target path instead of refusing it.
+    /// Write through a symlink at a target path instead of refusing it (only one that
+    /// root or the daemon's user owns: another user's symlink is always refused).
     #[arg(long)]
     follow_symlinks: bool,
 

@@ -1,6 +1,6 @@
 //! `bedrock-keyd inspect`: decode a key offline.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -136,11 +136,16 @@ fn write_text(
     writeln!(out, "fingerprint:    {}", report.fingerprint)
 }
 
+/// The most `inspect` reads from a file or stdin: a key is 1-2 KiB and a key file
+/// or env-file a little more; the cap keeps `inspect - </dev/zero` from growing
+/// without end.
+const MAX_INPUT_BYTES: u64 = 64 * 1024;
+
 fn read_input(args: &InspectArgs) -> Result<Zeroizing<String>, CliError> {
     if let Some(path) = &args.file {
-        return std::fs::read_to_string(path)
-            .map(Zeroizing::new)
-            .map_err(|e| CliError::KeyUnreadable(format!("cannot read {}: {e}", path.display())));
+        let bytes = crate::sink::bounded::read_path(path, MAX_INPUT_BYTES)
+            .map_err(|e| CliError::KeyUnreadable(format!("cannot read {}: {e}", path.display())))?;
+        return text(bytes, &path.display().to_string());
     }
     match args.key.as_deref() {
         Some("-") => read_stdin(),
@@ -169,9 +174,20 @@ fn looks_like_path(arg: &str) -> bool {
 }
 
 fn read_stdin() -> Result<Zeroizing<String>, CliError> {
-    let mut text = Zeroizing::new(String::new());
-    std::io::stdin()
-        .read_to_string(&mut text)
+    let bytes = crate::sink::bounded::read_stream(std::io::stdin().lock(), MAX_INPUT_BYTES)
         .map_err(|e| CliError::KeyUnreadable(format!("cannot read the key from stdin: {e}")))?;
-    Ok(text)
+    text(bytes, "stdin")
+}
+
+fn text(bytes: Zeroizing<Vec<u8>>, from: &str) -> Result<Zeroizing<String>, CliError> {
+    match String::from_utf8(bytes.to_vec()) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) => {
+            let mut rejected = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut rejected);
+            Err(CliError::KeyUnreadable(format!(
+                "cannot read {from}: not UTF-8 text"
+            )))
+        }
+    }
 }

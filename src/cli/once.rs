@@ -22,6 +22,7 @@ use super::{CliError, block_on};
 use crate::config::KeyConfig;
 use crate::credentials::{CredentialSource, SdkSource};
 use crate::daemon::StatusBoard;
+use crate::daemon::locks::ONCE_LOCK_WAIT;
 use crate::daemon::{RefreshError, deliver_here};
 use crate::mint::mint;
 use crate::notify::Dependents;
@@ -122,8 +123,12 @@ async fn once(
         SystemTime::now(),
     )?;
     crate::mint::log_minted(&minted);
-    // On this thread: `once` has nothing to do while the sinks are written.
-    match deliver_here(&sinks, &minted) {
+    // One writer per target: another `once` or a daemon may be writing it now. Held
+    // (on this thread, which has nothing else to do) until the key is delivered.
+    let locks = crate::daemon::locks::take_within(&key.sinks, ONCE_LOCK_WAIT)?;
+    let delivered = deliver_here(&sinks, &minted);
+    drop(locks);
+    match delivered {
         Ok(_) => {}
         Err(RefreshError::Sinks(failures)) => {
             return Err(CliError::Sinks(super::SinkFailures {

@@ -35,6 +35,7 @@ use super::flags::{KeyFlags, PolicyFlags};
 use super::{CliError, block_on};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigLocation};
+use crate::daemon::locks::HeldLocks;
 use crate::daemon::{
     Backend, Command, KeySet, OnDelivered, Runtime, StatusBoard, SystemBackend, random_jitter,
 };
@@ -138,6 +139,8 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut hup = signal(SignalKind::hangup()).map_err(signal_error)?;
+    // One writer per target: a second daemon on one of ours stops here, naming us.
+    let locks = HeldLocks::take_all(&config.keys)?;
 
     // Bound before any key starts, so a taken port fails the start at once.
     let health = match config.listen {
@@ -156,6 +159,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         keys: KeySet::start(&rt, &config.keys),
         watches: start_watches(config_path.as_deref(), &config, tx.clone()),
         config,
+        locks,
     };
     let notifier = systemd.spawn(rt.status.clone(), rt.clock.clone());
     tracing::info!(
@@ -235,6 +239,8 @@ struct State {
     config: Config,
     keys: KeySet,
     watches: Option<Watches>,
+    /// The target locks of `config`'s sinks, held while it runs.
+    locks: HeldLocks,
 }
 
 impl State {
@@ -276,9 +282,19 @@ impl State {
             }
             return;
         }
+        // The targets it adds are ours before anything stops: a reload onto a target
+        // another writer holds is rejected like an invalid config.
+        let added = match self.locks.take_added(&new.keys) {
+            Ok(added) => added,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload rejected; the running config stays");
+                return;
+            }
+        };
         let keys = std::mem::replace(&mut self.keys, KeySet::empty());
         keys.stop().await;
         rt.backend.reset().await;
+        self.locks.replace(&new.keys, added);
         self.keys = KeySet::start(rt, &new.keys);
         self.watches = start_watches(Some(path), &new, tx.clone());
         if new.listen != self.config.listen {

@@ -31,9 +31,8 @@ use crate::time::rfc3339;
 /// With `--file` there is no policy to ask: five minutes is the contract's default
 /// `min_remaining`, so a plain `status --file` agrees with a default daemon.
 pub const DEFAULT_FILE_MIN_VALID: Duration = crate::schedule::DEFAULT_MIN_REMAINING;
-/// A key file is a few hundred bytes (an env-file a few KiB); a larger file is not
-/// one of ours and is not read whole into memory.
-const MAX_SINK_FILE_BYTES: u64 = 1024 * 1024;
+/// The sinks' own limit: a larger file is not one of ours and is not read.
+const MAX_SINK_FILE_BYTES: u64 = crate::sink::atomic::MAX_SINK_FILE_BYTES;
 
 /// Probe: exit 0 only if every sink holds a key valid long enough.
 ///
@@ -353,20 +352,12 @@ fn read_file(
             ("unreadable", format!("cannot read it: {e}"))
         }
     };
-    let meta = std::fs::metadata(path).map_err(unreadable)?;
-    if !meta.is_file() {
-        return Err(("unreadable", "not a regular file".to_owned()));
-    }
-    if meta.len() > MAX_SINK_FILE_BYTES {
-        return Err((
-            "invalid",
-            format!(
-                "holds no valid key: {} bytes is too large for a key file",
-                meta.len()
-            ),
-        ));
-    }
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(unreadable)?);
+    let bytes =
+        crate::sink::bounded::read_path(path, MAX_SINK_FILE_BYTES).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => ("unreadable", e.to_string()),
+            std::io::ErrorKind::InvalidData => ("invalid", format!("holds no valid key: {e}")),
+            _ => unreadable(e),
+        })?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ("invalid", "holds no valid key: not UTF-8 text".to_owned()))?;
     if let Some(var) = variable {

@@ -331,21 +331,33 @@ pub fn locate_and_load(explicit: Option<&Path>) -> Result<(ConfigLocation, Confi
     Ok((location, config))
 }
 
-/// Reads and validates the config at `path`.
+/// Reads and validates the config at `path`. The path is walked safely
+/// ([`crate::sink::path`]: no directory or link of another user on the way) and the
+/// file read bounded ([`crate::sink::bounded`]): a FIFO or a device is refused, not
+/// waited on or read forever.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let read_err = |source| ConfigError::Read {
         path: path.to_owned(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(read_err(std::io::Error::new(
+    let found = crate::sink::path::resolve(path, true, crate::sink::path::Policy::Strict)
+        .map_err(|e| read_err(e.into_io()))?;
+    let file = found
+        .dir
+        .open(
+            &found.name,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+            None,
+        )
+        .map_err(read_err)?;
+    let bytes = crate::sink::bounded::read_file(&file, MAX_CONFIG_BYTES).map_err(read_err)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        read_err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{} bytes is too large for a config file", meta.len()),
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
-    parse(&text, path)
+            "not UTF-8 text",
+        ))
+    })?;
+    parse(text, path)
 }
 
 /// Validates config `text`; `path` is only used to name the file in errors.

@@ -530,7 +530,8 @@ fn token_file_hint() -> String {
     let Ok(path) = std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") else {
         return String::new();
     };
-    match std::fs::read(&path) {
+    // Bounded like every read (a token is a few KiB): the variable may name anything.
+    match crate::sink::bounded::read_path(std::path::Path::new(&path), 64 * 1024) {
         Ok(bytes) if bytes.last().is_some_and(u8::is_ascii_whitespace) => format!(
             " (the token file {path} ends with a newline or space; it is sent verbatim as the \
              Authorization header, so write it without one, e.g. printf '%s' \"$TOKEN\")"

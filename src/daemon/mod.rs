@@ -13,7 +13,9 @@
 //! a jitter source draws samples. Tests run the real loop with fakes, tokio's paused
 //! clock and a fake wall clock.
 
+pub mod locks;
 pub mod status;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,12 +5,15 @@
 //! and [`build`], which turns a spec into its writer. The writers live in the
 //! submodules: [`file`](mod@file) and [`envfile`] share the one atomic-replace routine in
 //! [`atomic`]; [`keyring`] talks to the OS keyrings; [`lock`] keeps one writer per target.
+//! Every path they follow is walked by [`path`], every file read through [`bounded`].
 
 pub mod atomic;
+pub mod bounded;
 pub mod envfile;
 pub mod file;
 pub mod keyring;
 pub mod lock;
+pub mod path;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -41,7 +44,7 @@ pub enum SinkSpec {
     Keyring(KeyringSpec),
 }
 
-/// A key file: `raw` (key + newline) or `json`.
+/// A key file: `raw` (the key alone, no newline) or `json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSpec {
     /// Absolute path of the target file.
@@ -156,7 +159,7 @@ impl FromStr for KeyringBackend {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FileFormat {
-    /// The key and a newline.
+    /// The key alone, no newline.
     #[default]
     Raw,
     /// `{"key","region","issued_at","expires_at"}`.

@@ -173,7 +173,8 @@ fn a_short_lifetime_is_not_refused_for_the_default_min_remaining() {
     );
 }
 
-/// Bug 3, second half: `once` refreshes nothing, so it offers no refresh flags.
+/// Bug 3, second half: `once` refreshes nothing, so it offers no refresh flags (nor do
+/// `mint` and `token`).
 #[test]
 fn once_and_mint_offer_no_refresh_flags() {
     let env = TestEnv::new();
@@ -181,7 +182,7 @@ fn once_and_mint_offer_no_refresh_flags() {
     let help = util::stdout(&help);
     for flag in ["--refresh-at", "--jitter", "--min-remaining"] {
         assert!(!help.contains(flag), "once --help lists {flag}\n{help}");
-        for command in ["once", "mint"] {
+        for command in ["once", "mint", "token"] {
             let out = env
                 .cmd_with_example_creds()
                 .args([command, "--region", "us-east-1", flag, "1", "--file", "k"])

@@ -11,6 +11,7 @@ mod fake_http;
 mod leaks;
 mod util;
 
+mod attacks;
 mod check;
 mod cli_mint;
 mod credentials;
@@ -27,3 +28,4 @@ mod props;
 mod sinks;
 mod standin;
 mod status;
+mod token;
