@@ -60,9 +60,11 @@ impl Targets {
             }
         }
         let home = env("HOME").map(PathBuf::from);
+        // Events name absolute paths: a relative AWS_CONFIG_FILE would never match.
         let aws_file = |var: &str, default: &str| {
             env(var)
                 .map(PathBuf::from)
+                .map(|p| std::path::absolute(&p).unwrap_or(p))
                 .or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))
         };
         let aws_files = [

@@ -3,6 +3,12 @@
 //! No side effects by design: the config is read and validated, nothing is created,
 //! no credentials are looked up, no user or group is resolved, nothing is contacted.
 //! Safe to run as `ExecStartPre=` or in CI against a config in a repository.
+//!
+//! One thing beyond the file is looked at, because it is certain from here: a key
+//! whose region can come from nowhere (no `region`, none in the environment or the
+//! AWS profile, instance metadata disabled by `AWS_EC2_METADATA_DISABLED=true`) fails
+//! as the run would, with the run's message. Where instance metadata may answer,
+//! `check` cannot know and passes.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -23,7 +29,9 @@ use crate::sink::{FileAccess, FileFormat, SinkSpec};
 ///
 /// Prints, per key: where credentials come from, the region, the requested lifetime,
 /// the refresh policy, the sinks and the notifications. Exits 0 when the config is
-/// valid, 78 with the file, line, column and field of the first problem otherwise.
+/// valid, 78 with the file, line, column and field of the first problem otherwise,
+/// or when a key's region can come from nowhere (none set, no AWS_REGION or
+/// AWS_DEFAULT_REGION, none in the AWS profile, and AWS_EC2_METADATA_DISABLED=true).
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Config file [default: $BEDROCK_KEYD_CONFIG, then
@@ -39,6 +47,7 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
     let (location, config) = config::locate_and_load(args.config.as_deref())?;
+    super::block_on(regions_offline(&config))??;
     let out = if args.json {
         format!("{:#}\n", plan_json(&location, &config))
     } else {
@@ -50,6 +59,19 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
         .and_then(|()| stdout.flush())
         .map_err(|e| CliError::Runtime(format!("cannot write to stdout: {e}")))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first key whose region certainly cannot be found, with the run's error.
+async fn regions_offline(config: &Config) -> Result<(), CliError> {
+    for key in &config.keys {
+        crate::credentials::check_region_offline(&key.source)
+            .await
+            .map_err(|error| CliError::KeyCredentials {
+                key: key.name.to_string(),
+                error,
+            })?;
+    }
+    Ok(())
 }
 
 fn origin(o: ConfigOrigin) -> &'static str {

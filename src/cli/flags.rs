@@ -12,7 +12,7 @@ use crate::config::{Config, ConfigLocation, KeyConfig, KeyName};
 use crate::credentials::SourceSpec;
 use crate::mint::{Lifetime, Region};
 use crate::notify::{DEFAULT_SIGNAL, NotifySpec, Signal};
-use crate::schedule::RefreshPolicy;
+use crate::schedule::{DEFAULT_JITTER, DEFAULT_REFRESH_AT, RefreshPolicy, default_min_remaining};
 use crate::sink::{
     DEFAULT_ENV_VARIABLE, DEFAULT_KEYRING_ACCOUNT, EnvFileSpec, FileAccess, FileFormat, FileMode,
     FileSpec, KeyringBackend, KeyringSpec, SinkSpec, UserRef,
@@ -60,6 +60,7 @@ impl CredentialFlags {
             role_arn: self.role_arn.clone(),
             external_id: self.external_id.clone(),
             role_session_name: self.role_session_name.clone(),
+            from_config_file: false,
             role_session_duration: self.role_session_duration,
         }
     }
@@ -231,7 +232,8 @@ fn absolute(path: &Path) -> Result<PathBuf, CliError> {
 }
 
 /// The refresh policy of the single-key mode (the config file's `refresh_at`,
-/// `jitter`, `min_remaining`).
+/// `jitter`, `min_remaining`). Only the commands that refresh (`run`, `exec`) offer
+/// these; `once` and `mint` mint one key and pass [`PolicyFlags::default`].
 #[derive(Debug, Clone, Default, Args)]
 pub struct PolicyFlags {
     /// Re-mint when this fraction of the key's effective lifetime has passed [default: 0.5].
@@ -244,7 +246,7 @@ pub struct PolicyFlags {
     pub jitter: Option<f64>,
 
     /// Always re-mint at least this long before expiry; shorter than the lifetime
-    /// [default: 5m].
+    /// [default: 5m, or a quarter of a lifetime under 20m].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub min_remaining: Option<Duration>,
 }
@@ -277,9 +279,6 @@ pub struct KeyFlags {
     #[command(flatten)]
     pub sinks: SinkFlags,
 
-    #[command(flatten)]
-    pub policy: PolicyFlags,
-
     /// After each new key is in every sink, signal the process whose pid this file
     /// holds (re-read every time; a missing file means "not started yet", a file
     /// without a valid pid >1 is an error and signals nothing).
@@ -293,10 +292,14 @@ pub struct KeyFlags {
 }
 
 impl KeyFlags {
-    /// The config to run: one key from the flags when they name a sink, otherwise the
-    /// config file (with its location, for reloads). Key flags next to a config file
-    /// are refused rather than silently ignored.
-    pub fn resolve(&self) -> Result<(Option<ConfigLocation>, Config), CliError> {
+    /// The config to run: one key from the flags (with the refresh `policy` flags of
+    /// the commands that have them) when they name a sink, otherwise the config file
+    /// (with its location, for reloads). Key flags next to a config file are refused
+    /// rather than silently ignored.
+    pub fn resolve(
+        &self,
+        policy: &PolicyFlags,
+    ) -> Result<(Option<ConfigLocation>, Config), CliError> {
         if self.sinks.any() {
             if let Some(path) = &self.config {
                 return Err(CliError::Usage(format!(
@@ -304,7 +307,7 @@ impl KeyFlags {
                     path.display()
                 )));
             }
-            return self.single().map(|c| (None, c));
+            return self.single(policy).map(|c| (None, c));
         }
         let given: Vec<&str> = [
             ("--region", self.credentials.region.is_some()),
@@ -312,17 +315,22 @@ impl KeyFlags {
             ("--role-arn", self.credentials.role_arn.is_some()),
             ("--lifetime", self.lifetime.is_some()),
             ("--name", self.name.is_some()),
-            ("--refresh-at", self.policy.refresh_at.is_some()),
-            ("--jitter", self.policy.jitter.is_some()),
-            ("--min-remaining", self.policy.min_remaining.is_some()),
+            ("--refresh-at", policy.refresh_at.is_some()),
+            ("--jitter", policy.jitter.is_some()),
+            ("--min-remaining", policy.min_remaining.is_some()),
             ("--pid-file", self.pid_file.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, set)| set.then_some(flag))
         .collect();
         if !given.is_empty() {
+            let (verb, them) = if given.len() == 1 {
+                ("applies", "it")
+            } else {
+                ("apply", "them")
+            };
             return Err(CliError::Usage(format!(
-                "{} only apply to a single key given by --file, --env-file or --keyring; with a config file, set them there",
+                "{} only {verb} to a single key given by --file, --env-file or --keyring; with a config file, set {them} there",
                 given.join(", ")
             )));
         }
@@ -330,20 +338,33 @@ impl KeyFlags {
         Ok((Some(location), config))
     }
 
-    fn single(&self) -> Result<Config, CliError> {
-        self.single_key(true).map(Config::single)
+    fn single(&self, policy: &PolicyFlags) -> Result<Config, CliError> {
+        self.single_key(policy, true).map(Config::single)
     }
 
     /// The one key the flags describe. Without `sinks_required` (exec), no sink flag
     /// means a key that lives only in memory.
-    pub fn single_key(&self, sinks_required: bool) -> Result<KeyConfig, CliError> {
-        let defaults = RefreshPolicy::default();
+    pub fn single_key(
+        &self,
+        policy: &PolicyFlags,
+        sinks_required: bool,
+    ) -> Result<KeyConfig, CliError> {
+        let lifetime = self.lifetime.unwrap_or(Lifetime::MAX);
+        // Only a min_remaining the user gave can be too long; the default fits.
+        if let Some(min) = policy.min_remaining
+            && min >= lifetime.get()
+        {
+            return Err(CliError::Usage(format!(
+                "--min-remaining {} must be shorter than the lifetime {lifetime}: a key is re-minted at least that long before it expires",
+                crate::duration::format(min)
+            )));
+        }
         let policy = RefreshPolicy::new(
-            self.policy.refresh_at.unwrap_or(defaults.refresh_at()),
-            self.policy.jitter.unwrap_or(defaults.jitter()),
-            self.policy
+            policy.refresh_at.unwrap_or(DEFAULT_REFRESH_AT),
+            policy.jitter.unwrap_or(DEFAULT_JITTER),
+            policy
                 .min_remaining
-                .unwrap_or(defaults.min_remaining()),
+                .unwrap_or_else(|| default_min_remaining(lifetime.get())),
         )
         .map_err(|e| CliError::Usage(format!("refresh policy: {e}")))?;
         let name = match &self.name {
@@ -357,7 +378,6 @@ impl KeyFlags {
             }],
             None => Vec::new(),
         };
-        let lifetime = self.lifetime.unwrap_or(Lifetime::MAX);
         let source = self.credentials.source_spec();
         if !sinks_required && !self.sinks.any() {
             return KeyConfig::without_sinks(name, source, lifetime, policy, notify)

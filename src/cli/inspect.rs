@@ -24,7 +24,8 @@ use crate::time::rfc3339;
 /// after this machine's clock: forged, or minted with a wrong clock).
 ///
 /// Prefer "-" or --file over passing the key as an argument: arguments are visible to
-/// other users in the process list.
+/// other users in the process list. An argument that names a file is refused with a
+/// pointer to --file.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The key, or "-" to read it from stdin.
@@ -148,12 +149,28 @@ fn read_input(args: &InspectArgs) -> Result<Zeroizing<String>, CliError> {
     }
     match args.key.as_deref() {
         Some("-") => read_stdin(),
+        Some(arg) if looks_like_path(arg) => Err(CliError::Usage(format!(
+            "{arg:?} looks like a file, not a key: read a key file with --file {arg}"
+        ))),
         Some(key) => Ok(Zeroizing::new(key.to_owned())),
         None if std::io::stdin().is_terminal() => Err(CliError::Usage(
             "no key given: pass KEY, \"-\" to read stdin, or --file PATH".to_owned(),
         )),
         None => read_stdin(),
     }
+}
+
+/// Whether the KEY argument is a path given by mistake (`inspect k.raw`): not a key
+/// (no key prefix), and an existing file or short and path-shaped. A real key is over
+/// a thousand characters, so a key pasted without its prefix is never echoed back.
+fn looks_like_path(arg: &str) -> bool {
+    /// Longer than any path anyone types; far shorter than a key.
+    const MAX_PATH_LIKE: usize = 256;
+    if arg.starts_with(crate::key::KEY_PREFIX) || arg.len() > MAX_PATH_LIKE {
+        return false;
+    }
+    let path = std::path::Path::new(arg);
+    path.exists() || arg.contains('/') || path.extension().is_some()
 }
 
 fn read_stdin() -> Result<Zeroizing<String>, CliError> {

@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::{CliError, block_on, flags::KeyFlags};
+use super::flags::{KeyFlags, PolicyFlags};
+use super::{CliError, block_on};
 use crate::config::KeyConfig;
 use crate::credentials::{CredentialSource, SdkSource};
 use crate::daemon::StatusBoard;
@@ -55,8 +56,10 @@ pub struct OnceArgs {
 }
 
 impl OnceArgs {
-    pub fn keys(&self) -> &KeyFlags {
-        &self.keys
+    /// The config to run: the file, or the single key the flags describe. `once`
+    /// refreshes nothing, so it has no refresh flags: the defaults stand in.
+    pub fn resolve(&self) -> super::Resolved {
+        self.keys.resolve(&PolicyFlags::default())
     }
 }
 

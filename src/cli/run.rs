@@ -2,8 +2,8 @@
 //!
 //! Starts one task per key (see [`crate::daemon`]) and then only routes events:
 //! - SIGTERM/SIGINT: stop every key task after the write in progress, exit 0;
-//! - SIGHUP: re-read the config (an invalid one is logged and ignored, the running
-//!   one stays) and re-mint every key now;
+//! - SIGHUP: re-read the config and re-mint every key now (an invalid config is
+//!   logged and rejected: the running one stays, and its keys are re-minted);
 //! - the config file changed on disk: reload as for SIGHUP when the new config
 //!   differs from the running one (keys restart, which re-mints them);
 //! - a sink file was deleted or altered: write the current key back;
@@ -31,7 +31,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{CliError, block_on, flags::KeyFlags};
+use super::flags::{KeyFlags, PolicyFlags};
+use super::{CliError, block_on};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigLocation};
 use crate::daemon::locks::HeldLocks;
@@ -73,6 +74,9 @@ pub struct RunArgs {
     #[command(flatten)]
     keys: KeyFlags,
 
+    #[command(flatten)]
+    policy: PolicyFlags,
+
     /// Serve /healthz, /readyz and /metrics on this IP address and port, e.g.
     /// 127.0.0.1:9464 (single-key mode; with a config file, set `listen` there)
     /// [default: no listener].
@@ -94,8 +98,9 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 impl RunArgs {
-    pub fn keys(&self) -> &KeyFlags {
-        &self.keys
+    /// The config to run: the file, or the single key the flags describe.
+    pub fn resolve(&self) -> super::Resolved {
+        self.keys.resolve(&self.policy)
     }
 }
 
@@ -258,7 +263,14 @@ impl State {
         let new = match crate::config::load(path) {
             Ok(new) => new,
             Err(e) => {
-                tracing::error!(error = %e, "config reload rejected; the running config stays");
+                if forced {
+                    // SIGHUP promises a re-mint; a broken edit on disk must not take
+                    // that away: the running config's keys are minted anew.
+                    tracing::error!(error = %e, "config reload rejected; re-minting every key with the running config");
+                    self.keys.broadcast(Command::ReloadCredentials);
+                } else {
+                    tracing::error!(error = %e, "config reload rejected; the running config stays");
+                }
                 return;
             }
         };

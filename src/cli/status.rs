@@ -67,7 +67,8 @@ pub struct StatusArgs {
     #[arg(long)]
     json: bool,
 
-    /// Print one line per sink on stdout, also when all is well.
+    /// Also print a line per sink that passes ("ok: …") on stdout; failing sinks are
+    /// reported once, on stderr, as without -v.
     #[arg(long, short = 'v')]
     verbose: bool,
 }
@@ -94,8 +95,9 @@ enum Source {
 
 #[derive(Clone, Copy)]
 enum Rule {
-    /// Valid for at least this long.
-    MinValid(Duration),
+    /// Valid for at least this long: `--min-valid`, or the default for `--file`
+    /// (`given` false), which the message must not present as a flag the user gave.
+    MinValid { min: Duration, given: bool },
     /// The key's own policy, as `/readyz`.
     Policy(RefreshPolicy),
 }
@@ -147,10 +149,11 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
             .map_err(std::io::Error::other)
             .and_then(|s| writeln!(out, "{s}"))
     } else if args.verbose {
-        reports.iter().try_for_each(|r| {
-            let verdict = if r.ok { "ok" } else { "FAIL" };
-            writeln!(out, "{verdict}: {}", line(r))
-        })
+        // Failures are reported once, as the error on stderr (one line each).
+        reports
+            .iter()
+            .filter(|r| r.ok)
+            .try_for_each(|r| writeln!(out, "ok: {}", line(r)))
     } else {
         Ok(())
     };
@@ -186,7 +189,10 @@ fn line(r: &SinkReport) -> String {
 
 fn targets(args: &StatusArgs) -> Result<Vec<Target>, CliError> {
     if !args.files.is_empty() {
-        let rule = Rule::MinValid(args.min_valid.unwrap_or(DEFAULT_FILE_MIN_VALID));
+        let rule = Rule::MinValid {
+            min: args.min_valid.unwrap_or(DEFAULT_FILE_MIN_VALID),
+            given: args.min_valid.is_some(),
+        };
         return Ok(args
             .files
             .iter()
@@ -204,7 +210,7 @@ fn targets(args: &StatusArgs) -> Result<Vec<Target>, CliError> {
     let mut targets = Vec::new();
     for key in &config.keys {
         let rule = match args.min_valid {
-            Some(d) => Rule::MinValid(d),
+            Some(min) => Rule::MinValid { min, given: true },
             None => Rule::Policy(key.policy),
         };
         for sink in &key.sinks {
@@ -295,15 +301,19 @@ fn check(target: &Target, now: SystemTime) -> SinkReport {
         ))
     } else {
         match target.rule {
-            Rule::MinValid(min) if decoded.remaining(now) < min => Err((
+            Rule::MinValid { min, given } if decoded.remaining(now) < min => Err((
                 "short",
                 format!(
-                    "only {left} left (expires at {}), less than --min-valid {}",
+                    "only {left} left (expires at {}), less than {}",
                     rfc3339(decoded.expires_at),
-                    crate::duration::format(min)
+                    if given {
+                        format!("--min-valid {}", crate::duration::format(min))
+                    } else {
+                        format!("{} (the default --min-valid)", crate::duration::format(min))
+                    }
                 ),
             )),
-            Rule::MinValid(_) => Ok(()),
+            Rule::MinValid { .. } => Ok(()),
             Rule::Policy(policy) => {
                 let held = Validity::new(decoded.issued_at, decoded.expires_at);
                 match crate::health::unready_reason(now, Some(held), &policy) {

@@ -44,7 +44,8 @@ pub const DEFAULT_LIFETIME: Lifetime = Lifetime::MAX;
 pub const DEFAULT_REFRESH_AT: f64 = schedule::DEFAULT_REFRESH_AT;
 /// See [`schedule::DEFAULT_JITTER`].
 pub const DEFAULT_JITTER: f64 = schedule::DEFAULT_JITTER;
-/// See [`schedule::DEFAULT_MIN_REMAINING`].
+/// See [`schedule::DEFAULT_MIN_REMAINING`]; shorter for a short lifetime
+/// ([`schedule::default_min_remaining`]).
 pub const DEFAULT_MIN_REMAINING: Duration = schedule::DEFAULT_MIN_REMAINING;
 /// A key is a credential: owner read/write only unless the operator widens it.
 pub const DEFAULT_MODE: FileMode = FileMode::DEFAULT;
@@ -136,9 +137,10 @@ impl Config {
 
 impl KeyConfig {
     /// Builds a key outside the config file (from the command line's key flags) with
-    /// the checks the file gets: at least one sink, no two sinks with the same target,
-    /// `min_remaining` shorter than the lifetime. Each part is already validated by
-    /// its own type.
+    /// the checks the file gets: at least one sink, no two sinks with the same target.
+    /// Each part is already validated by its own type; an explicit `min_remaining`
+    /// shorter than the lifetime is the caller's check (a defaulted one fits by
+    /// construction, [`crate::schedule::default_min_remaining`]).
     pub fn new(
         name: KeyName,
         source: SourceSpec,
@@ -165,7 +167,7 @@ impl KeyConfig {
 
 impl KeyConfig {
     /// A key without sinks, for `exec`: it lives only in the environment of the
-    /// command `exec` runs. The lifetime check of [`KeyConfig::new`] applies.
+    /// command `exec` runs.
     pub fn without_sinks(
         name: KeyName,
         source: SourceSpec,
@@ -173,12 +175,6 @@ impl KeyConfig {
         policy: RefreshPolicy,
         notify: Vec<NotifySpec>,
     ) -> Result<Self, String> {
-        if policy.min_remaining() >= lifetime.get() {
-            return Err(format!(
-                "min_remaining {} must be shorter than the lifetime {lifetime}",
-                crate::duration::format(policy.min_remaining())
-            ));
-        }
         Ok(Self {
             name,
             source,
@@ -313,9 +309,17 @@ pub fn locate(
     Err(ConfigError::NotFound { tried })
 }
 
-/// [`locate`] with the process environment and file system.
+/// [`locate`] with the process environment and file system. A relative path (from
+/// `--config` or `$BEDROCK_KEYD_CONFIG`) is made absolute against the current
+/// directory here, once: reloads read the same file, and the file watch, which sees
+/// absolute paths, recognises it.
 pub fn locate_default(explicit: Option<&Path>) -> Result<ConfigLocation, ConfigError> {
-    locate(explicit, |v| std::env::var_os(v), Path::exists)
+    let mut location = locate(explicit, |v| std::env::var_os(v), Path::exists)?;
+    // Fails only without a current directory; the relative path then still reads.
+    if let Ok(path) = std::path::absolute(&location.path) {
+        location.path = path;
+    }
+    Ok(location)
 }
 
 /// Finds the config ([`locate_default`]) and loads it: the start of `run`, `once` and
@@ -564,6 +568,7 @@ fn validate_key(
         role_arn,
         external_id,
         role_session_name,
+        from_config_file: true,
         role_session_duration,
     };
 
@@ -586,38 +591,31 @@ fn validate_key(
         Some(v) => fraction(v, &field("jitter"), check_jitter)?.0,
         None => defaults.jitter.as_ref().map_or(DEFAULT_JITTER, |d| d.0),
     };
-    // When min_remaining is explicit (here or in [defaults]) it is blamed; when it is
-    // the built-in default, the lifetime that is too short for it is.
-    let (min_remaining, min_blame) = match (&raw.min_remaining, &defaults.min_remaining) {
+    // An explicit min_remaining (here or in [defaults]) must fit the lifetime and is
+    // blamed when it does not; the built-in default shrinks to fit a short lifetime.
+    let explicit = match (&raw.min_remaining, &defaults.min_remaining) {
         (Some(v), _) => {
             let (d, span) = spanned(v, &field("min_remaining"), parse_min_remaining)?;
-            (d, Some((span, "")))
+            Some((d, span, ""))
         }
-        (None, Some((d, span))) => (*d, Some((span.clone(), " (from [defaults])"))),
-        (None, None) => (DEFAULT_MIN_REMAINING, None),
+        (None, Some((d, span))) => Some((*d, span.clone(), " (from [defaults])")),
+        (None, None) => None,
     };
-    if min_remaining >= lifetime.0.get() {
-        let shown = crate::duration::format(min_remaining);
-        return Err(match min_blame {
-            Some((span, from)) => SpannedError::new(
+    let min_remaining = match explicit {
+        Some((d, span, from)) if d >= lifetime.0.get() => {
+            return Err(SpannedError::new(
                 span,
                 field("min_remaining"),
                 format!(
-                    "min_remaining {shown}{from} must be shorter than the lifetime {}: a key is re-minted at least min_remaining before it expires",
+                    "min_remaining {}{from} must be shorter than the lifetime {}: a key is re-minted at least min_remaining before it expires",
+                    crate::duration::format(d),
                     lifetime.0
                 ),
-            ),
-            None => SpannedError::new(
-                lifetime.1,
-                field("lifetime"),
-                format!(
-                    "lifetime {} is not longer than min_remaining {shown} (the default); {}",
-                    lifetime.0,
-                    suggest_min_remaining(lifetime.0)
-                ),
-            ),
-        });
-    }
+            ));
+        }
+        Some((d, ..)) => d,
+        None => schedule::default_min_remaining(lifetime.0.get()),
+    };
     let policy = RefreshPolicy::new(refresh_at, jitter, min_remaining)
         .map_err(|e| SpannedError::new(key.span(), field("policy"), e.to_string()))?;
 
@@ -955,20 +953,6 @@ fn parse_command_timeout(s: &str) -> Result<Duration, String> {
         ))
     } else {
         Ok(d)
-    }
-}
-
-/// What to do about a lifetime too short for the default `min_remaining`.
-fn suggest_min_remaining(lifetime: Lifetime) -> String {
-    // A quarter of the lifetime leaves room for refresh_at and jitter.
-    let quarter = Duration::from_secs(lifetime.get().as_secs() / 4);
-    if quarter >= Duration::from_secs(1) {
-        format!(
-            "set a shorter min_remaining, e.g. min_remaining = \"{}\"",
-            crate::duration::format(quarter)
-        )
-    } else {
-        "use a lifetime of at least 4s, or set min_remaining = \"1s\" with a lifetime of at least 2s".to_owned()
     }
 }
 

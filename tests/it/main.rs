@@ -19,6 +19,7 @@ mod daemon_run;
 mod daemon_sim;
 mod exec;
 mod faults;
+mod first_day;
 mod health;
 mod interop;
 mod keyring;
