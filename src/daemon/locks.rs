@@ -57,7 +57,7 @@ impl HeldLocks {
     /// The locks of the targets of `keys` not held yet, without keeping them: the
     /// caller adds them with [`HeldLocks::replace`] once the new config applies.
     /// Targets whose lock cannot be had for another reason than a holder are left
-    /// out ([`lock_one`]) and tried again at the next reload.
+    /// out (`lock_one`) and tried again at the next reload.
     pub fn take_added(&self, keys: &[KeyConfig]) -> Result<Vec<(PathBuf, TargetLock)>, LockError> {
         let mut added = Vec::new();
         for target in targets(keys.iter().flat_map(|k| &k.sinks)) {
