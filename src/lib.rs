@@ -12,6 +12,7 @@
 //! - [`daemon`]: the long-running service: one task per key, status board;
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` (when `listen` is set);
 //! - [`sdnotify`]: systemd readiness, status, watchdog and reload notifications;
+//! - [`service`]: what `run` serves besides the key tasks: the local Bedrock proxy;
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
 //! - [`clock`]: the injected wall clock and its jumps (suspend, clock set);
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
@@ -35,6 +36,7 @@ pub mod mint;
 pub mod notify;
 pub mod schedule;
 pub mod sdnotify;
+pub mod service;
 pub mod sink;
 pub mod time;
 pub mod watch;

@@ -187,7 +187,7 @@ impl Cli {
     /// is kept for the command to report.
     pub fn resolve_config(&self) -> Option<Resolved> {
         match &self.command {
-            Command::Run(args) => Some(args.keys().resolve()),
+            Command::Run(args) => Some(args.resolve()),
             Command::Once(args) => Some(args.keys().resolve()),
             Command::Exec(args) => args.config_keys().map(KeyFlags::resolve),
             _ => None,
@@ -222,7 +222,7 @@ pub fn run(cli: Cli, config: Option<Resolved>) -> Result<ExitCode, CliError> {
             once::run(*args, config)
         }
         Command::Run(args) => {
-            let config = config.unwrap_or_else(|| args.keys().resolve());
+            let config = config.unwrap_or_else(|| args.resolve());
             run::run(*args, config)
         }
         Command::Exec(args) => {

@@ -31,7 +31,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{CliError, block_on, flags::KeyFlags};
+use super::{
+    CliError, block_on,
+    flags::{KeyFlags, ProxyFlags},
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigLocation};
 use crate::daemon::{
@@ -39,6 +42,7 @@ use crate::daemon::{
 };
 use crate::notify::Dependents;
 use crate::schedule::Backoff;
+use crate::service::proxy::{CurrentKeys, Proxies, Publish};
 use crate::sdnotify::Systemd;
 use crate::watch::{self, Change, Targets, Watches};
 
@@ -72,6 +76,9 @@ pub struct RunArgs {
     #[command(flatten)]
     keys: KeyFlags,
 
+    #[command(flatten)]
+    proxy: ProxyFlags,
+
     /// Serve /healthz, /readyz and /metrics on this IP address and port, e.g.
     /// 127.0.0.1:9464 (single-key mode; with a config file, set `listen` there)
     /// [default: no listener].
@@ -93,8 +100,10 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 impl RunArgs {
-    pub fn keys(&self) -> &KeyFlags {
-        &self.keys
+    /// The config to run: the key flags (with `--proxy` as a delivery target) or the
+    /// config file.
+    pub fn resolve(&self) -> super::Resolved {
+        self.keys.resolve_with_proxies(self.proxy.specs()?)
     }
 }
 
@@ -111,15 +120,20 @@ pub fn run(args: RunArgs, config: super::Resolved) -> Result<ExitCode, CliError>
     }
     block_on(async move {
         let status = Arc::new(StatusBoard::new());
+        let current = Arc::new(CurrentKeys::default());
         let rt = Runtime {
             backend: Arc::new(SystemBackend::default()),
-            dependents: Arc::new(Dependents::new(status.clone())),
+            // Proxies get each key as soon as every sink holds it; dependents after.
+            dependents: Arc::new(Publish {
+                keys: current.clone(),
+                inner: Dependents::new(status.clone()),
+            }),
             clock: Arc::new(SystemClock::new()) as Arc<dyn Clock>,
             jitter: random_jitter(),
             status,
             backoff: Backoff::default(),
         };
-        serve(rt, location, config).await
+        serve(rt, location, config, &current).await
     })?
 }
 
@@ -128,6 +142,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     rt: Runtime<B, D>,
     location: Option<ConfigLocation>,
     config: Config,
+    current: &CurrentKeys,
 ) -> Result<ExitCode, CliError> {
     let signal_error = |e: std::io::Error| CliError::Runtime(format!("cannot handle signals: {e}"));
     let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
@@ -143,6 +158,12 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         ),
         None => None,
     };
+    // Bound before any key starts too: a taken port or a bad token file fails the
+    // start, and a client never finds the port closed while the first key is minted
+    // (it gets 503 until then).
+    let proxies = Proxies::start(&config.keys, current, rt.clock.clone())
+        .await
+        .map_err(|e| CliError::Runtime(crate::credentials::error_chain(&e)))?;
     let systemd = Systemd::from_env();
 
     let config_path = location.as_ref().map(|l| l.path.clone());
@@ -216,6 +237,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     }
     drop(state.watches);
     state.keys.stop().await;
+    proxies.stop().await;
     for task in [notifier, health].into_iter().flatten() {
         task.abort();
         // Returns once the task is gone (it holds the notifier's queue).
@@ -269,6 +291,15 @@ impl State {
         rt.backend.reset().await;
         self.keys = KeySet::start(rt, &new.keys);
         self.watches = start_watches(Some(path), &new, tx.clone());
+        let proxies = |c: &Config| -> Vec<_> {
+            c.keys.iter().map(|k| (k.name.clone(), k.proxies.clone())).collect()
+        };
+        if proxies(&new) != proxies(&self.config) {
+            // Like `listen`: clients keep a working endpoint until a deliberate restart.
+            tracing::warn!(
+                "the proxies changed; they keep their addresses and settings until a restart"
+            );
+        }
         if new.listen != self.config.listen {
             // The listener is bound once at start and not rebound: scrapers keep a
             // working target until an operator restarts on purpose.
