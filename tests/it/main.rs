@@ -24,4 +24,5 @@ mod keyring;
 mod notify;
 mod props;
 mod sinks;
+mod standin;
 mod status;
