@@ -91,7 +91,9 @@ pub fn run(args: OnceArgs, config: super::Resolved) -> Result<ExitCode, CliError
             let span = tracing::info_span!("key", key = %key.name);
             let _enter = span.enter();
             if key.sinks.is_empty() {
-                tracing::info!("no sink, only a proxy: nothing to write; skipped (`run` serves the proxy)");
+                tracing::info!(
+                    "no sink, only a proxy: nothing to write; skipped (`run` serves the proxy)"
+                );
                 continue;
             }
             if let Err(e) = once(key, args.if_valid_for, &dependents).await {

@@ -42,8 +42,8 @@ use crate::daemon::{
 };
 use crate::notify::Dependents;
 use crate::schedule::Backoff;
-use crate::service::proxy::{CurrentKeys, Proxies, Publish};
 use crate::sdnotify::Systemd;
+use crate::service::proxy::{CurrentKeys, Proxies, Publish};
 use crate::watch::{self, Change, Targets, Watches};
 
 /// Editors replace a file in several steps; reload once they are done.
@@ -292,7 +292,10 @@ impl State {
         self.keys = KeySet::start(rt, &new.keys);
         self.watches = start_watches(Some(path), &new, tx.clone());
         let proxies = |c: &Config| -> Vec<_> {
-            c.keys.iter().map(|k| (k.name.clone(), k.proxies.clone())).collect()
+            c.keys
+                .iter()
+                .map(|k| (k.name.clone(), k.proxies.clone()))
+                .collect()
         };
         if proxies(&new) != proxies(&self.config) {
             // Like `listen`: clients keep a working endpoint until a deliberate restart.

@@ -439,7 +439,9 @@ impl TryFrom<RawConfig> for Config {
                     return Err(SpannedError::new(
                         span,
                         here,
-                        format!("{target} is already used by {first}; every proxy needs its own address"),
+                        format!(
+                            "{target} is already used by {first}; every proxy needs its own address"
+                        ),
                     )
                     .with_related(first_span.clone()));
                 }

@@ -30,8 +30,7 @@ pub struct CurrentKey {
 
 impl CurrentKey {
     fn new(minted: &MintedKey) -> Option<Self> {
-        let mut bearer =
-            HeaderValue::from_str(&format!("Bearer {}", minted.key.expose())).ok()?;
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", minted.key.expose())).ok()?;
         bearer.set_sensitive(true);
         Some(Self {
             bearer,

@@ -84,7 +84,10 @@ impl Forwarder {
     ) -> (Response<ProxyBody>, Option<crate::key::Fingerprint>) {
         if req.method() == Method::CONNECT {
             return (
-                reply(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported: this is a Bedrock endpoint, not a forward proxy"),
+                reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "CONNECT is not supported: this is a Bedrock endpoint, not a forward proxy",
+                ),
                 None,
             );
         }
@@ -92,7 +95,10 @@ impl Forwarder {
         // absolute form, which is what a client configured to use a forward proxy sends.
         if req.version() < Version::HTTP_2 && req.uri().scheme().is_some() {
             return (
-                reply(StatusCode::BAD_REQUEST, "absolute-form request targets are refused: this is a Bedrock endpoint, not a forward proxy; send the path only"),
+                reply(
+                    StatusCode::BAD_REQUEST,
+                    "absolute-form request targets are refused: this is a Bedrock endpoint, not a forward proxy; send the path only",
+                ),
                 None,
             );
         }
@@ -101,19 +107,29 @@ impl Forwarder {
             .get(header::AUTHORIZATION)
             .is_some_and(|v| self.token.matches_header(v.as_bytes()));
         if !authorized {
-            let mut r = reply(StatusCode::UNAUTHORIZED, "missing or wrong local token: send Authorization: Bearer <the token in the proxy's token_file>");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong local token: send Authorization: Bearer <the token in the proxy's token_file>",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return (r, None);
         }
         let Some(key) = self.current.borrow().clone() else {
             return (
-                reply(StatusCode::SERVICE_UNAVAILABLE, "no Bedrock key yet: the first key has not been minted and delivered (see the daemon's log and /readyz)"),
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no Bedrock key yet: the first key has not been minted and delivered (see the daemon's log and /readyz)",
+                ),
                 None,
             );
         };
         if key.expires_at <= self.clock.now() {
             return (
-                reply(StatusCode::SERVICE_UNAVAILABLE, "the current Bedrock key has expired and no new one could be minted (see the daemon's log and /readyz)"),
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the current Bedrock key has expired and no new one could be minted (see the daemon's log and /readyz)",
+                ),
                 Some(key.fingerprint),
             );
         }
@@ -140,7 +156,12 @@ impl Forwarder {
             .build();
         let uri = match uri {
             Ok(u) => u,
-            Err(e) => return (reply(StatusCode::BAD_REQUEST, &e.to_string()), Some(key.fingerprint)),
+            Err(e) => {
+                return (
+                    reply(StatusCode::BAD_REQUEST, &e.to_string()),
+                    Some(key.fingerprint),
+                );
+            }
         };
         *req.uri_mut() = uri;
         // The pool picks HTTP/1.1 or h2 per connection (ALPN); the client's own
@@ -167,7 +188,10 @@ impl Forwarder {
                 let reason = crate::credentials::error_chain(&e);
                 tracing::warn!(key = %self.key_name, upstream = %upstream, error = %reason, "the upstream could not be reached");
                 (
-                    reply(StatusCode::BAD_GATEWAY, &format!("cannot reach the upstream {upstream}: {reason}")),
+                    reply(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("cannot reach the upstream {upstream}: {reason}"),
+                    ),
                     Some(key.fingerprint),
                 )
             }

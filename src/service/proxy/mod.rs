@@ -168,10 +168,10 @@ async fn start_one(
         acceptor,
         server,
     });
-    let upstream = spec
-        .upstream
-        .as_ref()
-        .map_or_else(|| "Bedrock runtime in the key's region".to_owned(), |u| u.to_string());
+    let upstream = spec.upstream.as_ref().map_or_else(
+        || "Bedrock runtime in the key's region".to_owned(),
+        |u| u.to_string(),
+    );
     let bind_error = |source| ProxyError::Bind {
         listen: spec.listen.to_string(),
         source,
@@ -285,24 +285,37 @@ async fn accept_loop<L: Accept>(listener: L, conn: Arc<Conn>) {
                 Ok(Ok(())) => {}
                 _ => return,
             }
-            match &conn.acceptor {
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-                        Ok(Ok(tls)) => serve(tls, &conn).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "proxy TLS handshake failed"),
-                        Err(_) => tracing::debug!("proxy TLS handshake timed out"),
-                    }
-                }
-                None => serve(io, &conn).await,
-            }
+            // Boxed: a task is allocated at the size of its largest state, and an idle
+            // connection (waiting above) should not pay for hyper's and rustls' state.
+            Box::pin(handshake_and_serve(io, conn)).await;
         });
+    }
+}
+
+async fn handshake_and_serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: I,
+    conn: Arc<Conn>,
+) {
+    match &conn.acceptor {
+        Some(acceptor) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                Ok(Ok(tls)) => serve(tls, &conn).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "proxy TLS handshake failed"),
+                Err(_) => tracing::debug!("proxy TLS handshake timed out"),
+            }
+        }
+        None => serve(io, &conn).await,
     }
 }
 
 async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: I, conn: &Conn) {
     let forwarder = conn.forwarder.clone();
     let service = hyper::service::service_fn(move |req| forwarder.clone().handle(req));
-    if let Err(e) = conn.server.serve_connection(TokioIo::new(io), service).await {
+    if let Err(e) = conn
+        .server
+        .serve_connection(TokioIo::new(io), service)
+        .await
+    {
         tracing::debug!(error = %e, "proxy connection ended with an error");
     }
 }
@@ -313,7 +326,9 @@ fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let want = hard.min(65_536);
-        if soft < want && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+        if soft < want
+            && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard)
+        {
             tracing::debug!(error = %e, "cannot raise the open-file limit");
         }
     }

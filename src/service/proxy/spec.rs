@@ -63,7 +63,9 @@ impl Listen {
             });
         }
         if mode.is_some() {
-            return Err("`mode` applies to a unix socket (listen = \"unix:/path.sock\") only".to_owned());
+            return Err(
+                "`mode` applies to a unix socket (listen = \"unix:/path.sock\") only".to_owned(),
+            );
         }
         let addr: SocketAddr = s.parse().map_err(|_| {
             format!(
@@ -76,7 +78,9 @@ impl Listen {
             ));
         }
         if addr.port() == 0 {
-            return Err(format!("{s:?} has port 0; give the port clients will use, e.g. 8790"));
+            return Err(format!(
+                "{s:?} has port 0; give the port clients will use, e.g. 8790"
+            ));
         }
         Ok(Self::Tcp(addr))
     }
@@ -105,11 +109,15 @@ impl Upstream {
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
-        let uri: http::Uri = s
-            .parse()
-            .map_err(|_| format!("{s:?} is not a URL such as \"https://bedrock-runtime.us-west-2.amazonaws.com\""))?;
+        let uri: http::Uri = s.parse().map_err(|_| {
+            format!(
+                "{s:?} is not a URL such as \"https://bedrock-runtime.us-west-2.amazonaws.com\""
+            )
+        })?;
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err(format!("{s:?} is not an absolute URL such as \"https://bedrock-runtime.us-west-2.amazonaws.com\""));
+            return Err(format!(
+                "{s:?} is not an absolute URL such as \"https://bedrock-runtime.us-west-2.amazonaws.com\""
+            ));
         };
         if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
             return Err(format!(
@@ -117,12 +125,19 @@ impl Upstream {
             ));
         }
         if authority.as_str().contains('@') {
-            return Err(format!("{s:?} contains user information; give the origin only"));
+            return Err(format!(
+                "{s:?} contains user information; give the origin only"
+            ));
         }
         if *scheme == Scheme::HTTP {
-            let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
             let loopback = host == "localhost"
-                || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
             if !loopback {
                 return Err(format!(
                     "{s:?} is plain http to a remote host: the key would cross the network in clear text; use https (http is allowed for loopback upstreams only)"
@@ -150,13 +165,26 @@ mod tests {
 
     #[test]
     fn listen_is_loopback_or_a_socket() {
-        assert!(matches!(Listen::parse("127.0.0.1:8790", None), Ok(Listen::Tcp(_))));
-        assert!(matches!(Listen::parse("[::1]:8790", None), Ok(Listen::Tcp(_))));
+        assert!(matches!(
+            Listen::parse("127.0.0.1:8790", None),
+            Ok(Listen::Tcp(_))
+        ));
+        assert!(matches!(
+            Listen::parse("[::1]:8790", None),
+            Ok(Listen::Tcp(_))
+        ));
         assert!(matches!(
             Listen::parse("unix:/run/x.sock", None),
             Ok(Listen::Unix { mode, .. }) if mode == DEFAULT_SOCKET_MODE
         ));
-        for bad in ["0.0.0.0:8790", "192.168.1.2:80", "[::]:8790", "localhost:8790", "127.0.0.1:0", "unix:rel.sock"] {
+        for bad in [
+            "0.0.0.0:8790",
+            "192.168.1.2:80",
+            "[::]:8790",
+            "localhost:8790",
+            "127.0.0.1:0",
+            "unix:rel.sock",
+        ] {
             assert!(Listen::parse(bad, None).is_err(), "{bad}");
         }
         assert!(Listen::parse("127.0.0.1:8790", Some(FileMode::DEFAULT)).is_err());
@@ -169,7 +197,14 @@ mod tests {
         assert!(Upstream::parse("http://127.0.0.1:9000").is_ok());
         assert!(Upstream::parse("http://[::1]:9000").is_ok());
         assert!(Upstream::parse("http://localhost:9000").is_ok());
-        for bad in ["http://example.com", "ftp://x", "https://x/path", "https://x?q=1", "x", "https://u:p@x"] {
+        for bad in [
+            "http://example.com",
+            "ftp://x",
+            "https://x/path",
+            "https://x?q=1",
+            "x",
+            "https://u:p@x",
+        ] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(

@@ -115,8 +115,8 @@ fn generate(
     write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_atomic(cert_path, cert.pem().as_bytes(), 0o644)?;
     tracing::info!(certificate = %cert_path.display(), "generated the proxy's TLS certificate (give it to clients as their CA bundle)");
-    let key_der = PrivateKeyDer::try_from(key.serialize_der())
-        .map_err(|e| fail("private key", &e))?;
+    let key_der =
+        PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| fail("private key", &e))?;
     Ok((cert.der().clone(), key_der))
 }
 
@@ -131,13 +131,16 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&tmp)
         .map_err(fail)?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(fail)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(fail)?;
     fs::rename(&tmp, path).map_err(fail)
 }
 
 /// A client config for the upstream: system roots plus `extra` PEM bundles.
 pub fn client_config(extra: &[PathBuf]) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
+    let mut pinned = Vec::new();
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
         tracing::debug!(error = %e, "a system root certificate could not be loaded");
@@ -153,6 +156,7 @@ pub fn client_config(extra: &[PathBuf]) -> Result<rustls::ClientConfig, TlsError
                 path.display()
             )));
         }
+        pinned.extend(certs.iter().cloned());
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
             return Err(TlsError(format!(
@@ -166,11 +170,78 @@ pub fn client_config(extra: &[PathBuf]) -> Result<rustls::ClientConfig, TlsError
             "no trusted root certificate: install ca-certificates or set AWS_CA_BUNDLE".to_owned(),
         ));
     }
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| TlsError(e.to_string()))?;
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(e.to_string()))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { webpki, pinned }))
         .with_no_client_auth())
+}
+
+/// WebPKI verification, plus one case OpenSSL-based clients (botocore, curl) accept
+/// and webpki does not: a server presenting exactly a certificate from the CA bundle
+/// the operator gave, which is itself a CA (what `openssl req -x509` makes by
+/// default). That certificate is trusted as given; its names must still match.
+#[derive(Debug)]
+struct Verifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    /// The certificates of `AWS_CA_BUNDLE` and `ca_bundle`, not the system roots.
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(e)))
+                if format!("{e:?}").contains("CaUsedAsEndEntity")
+                    && self
+                        .pinned
+                        .iter()
+                        .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 #[cfg(test)]
