@@ -897,7 +897,9 @@ fn proxy_mistakes_name_their_line() {
         "unix socket",
     );
     assert_err(
-        &proxy_key("listen = \"127.0.0.1:8790\"\nupstream = \"http://example.com\"\ntoken_file = \"/run/t\""),
+        &proxy_key(
+            "listen = \"127.0.0.1:8790\"\nupstream = \"http://example.com\"\ntoken_file = \"/run/t\"",
+        ),
         "5:12",
         "key \"k\": proxy[0].upstream",
         "clear text",
@@ -907,5 +909,10 @@ fn proxy_mistakes_name_their_line() {
     let e = err("[[key]]\nname = \"k\"\n");
     assert!(e.contains("no [[key.sink]] and no [[key.proxy]]"), "{e}");
     let two = "[[key]]\nname = \"a\"\n[[key.proxy]]\nlisten = \"127.0.0.1:8790\"\ntoken_file = \"/run/t\"\n[[key]]\nname = \"b\"\n[[key.proxy]]\nlisten = \"127.0.0.1:8790\"\ntoken_file = \"/run/t\"\n";
-    assert_err(two, "9:10", "key \"b\": proxy[0].listen", "already used by key \"a\"");
+    assert_err(
+        two,
+        "9:10",
+        "key \"b\": proxy[0].listen",
+        "already used by key \"a\"",
+    );
 }

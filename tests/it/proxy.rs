@@ -571,6 +571,14 @@ fn check_shows_proxies_and_once_and_mint_refuse_them() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
     assert!(util::stderr(&out).contains("nothing to write"));
+    let out = env
+        .cmd()
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
+    assert!(util::stderr(&out).contains("nothing to probe"));
     for command in [&["once", "--file", "k"][..], &["mint"][..]] {
         let out = env
             .cmd_with_example_creds()
