@@ -15,8 +15,8 @@
 //! start); a config reload that changes them is logged and applies at the next start,
 //! as for the health listener. Connections are capped ([`MAX_CONNECTIONS`]) and a
 //! client must start talking within [`FIRST_BYTE_TIMEOUT`] and finish each request
-//! head within [`HEADER_READ_TIMEOUT`], so idle or trickling clients cannot exhaust
-//! the daemon. HTTP/1.1 and HTTP/2 are served on every listener (h2c with prior
+//! head within [`HEADER_READ_TIMEOUT`] (also the keep-alive idle limit), so idle or
+//! trickling clients cannot exhaust the daemon. HTTP/1.1 and HTTP/2 are served on every listener (h2c with prior
 //! knowledge on plain TCP and sockets, ALPN on TLS).
 
 pub mod current;
@@ -52,8 +52,15 @@ pub const MAX_CONNECTIONS: usize = 2048;
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The TLS handshake, once started, must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// An HTTP/1 request head must arrive within this (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/1 request head must arrive within this (slowloris). hyper also counts an
+/// idle keep-alive connection's wait for its next request against it, so it is
+/// also the idle timeout: 60 s, as load balancers commonly use, so a client's pooled
+/// connection is rarely closed under a request it is just sending.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// HTTP/2 connections are pinged when quiet this long, and closed when a ping goes
+/// unanswered for [`H2_PING_TIMEOUT`]: a peer that vanished does not hold a slot.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(60);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upstream connect timeout: Bedrock answers a TCP handshake in milliseconds; a
 /// black-holed route should become a 502, not a hung client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,7 +169,11 @@ async fn start_one(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    server.http2().timer(TokioTimer::new());
+    server
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let conn = Arc::new(Conn {
         forwarder,
         acceptor,
