@@ -87,3 +87,45 @@ impl<D: OnDelivered> OnDelivered for Publish<D> {
         self.inner.delivered(key, minted).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{ApiKey, KeyMeta};
+    use std::time::Duration;
+
+    fn minted(value: &str) -> MintedKey {
+        let issued_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        MintedKey {
+            key: ApiKey::new(value.to_owned()),
+            meta: KeyMeta {
+                region: "us-west-2".to_owned(),
+                access_key_id: "AKIDEXAMPLE".to_owned(),
+                issued_at,
+                expires_at: issued_at + Duration::from_secs(60),
+                has_session_token: false,
+            },
+            credentials_expiry: None,
+            requested_lifetime: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn only_watched_keys_are_kept_and_the_latest_wins() {
+        let keys = CurrentKeys::default();
+        keys.publish("other", &minted("bedrock-api-key-b3RoZXI="));
+        assert!(keys.keys.lock().unwrap().is_empty(), "no proxy, no copy");
+
+        let watch = keys.watch("k");
+        assert!(watch.borrow().is_none(), "503 until the first delivery");
+        keys.publish("k", &minted("bedrock-api-key-Zmlyc3Q="));
+        let first = watch.borrow().clone().unwrap();
+        keys.publish("k", &minted("bedrock-api-key-c2Vjb25k"));
+        let second = watch.borrow().clone().unwrap();
+        assert_ne!(first.fingerprint, second.fingerprint);
+        assert_eq!(second.bearer, "Bearer bedrock-api-key-c2Vjb25k");
+        assert!(second.bearer.is_sensitive());
+        // A request that took the first key keeps it.
+        assert_eq!(first.bearer, "Bearer bedrock-api-key-Zmlyc3Q=");
+    }
+}

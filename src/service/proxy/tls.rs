@@ -82,7 +82,10 @@ fn reuse(
         return None;
     }
     let written = cert_meta.modified().ok()?;
-    if written > now || written + CERT_VALIDITY < now + RENEW_BEFORE {
+    // A file from the future (the clock was set back since) says nothing reliable
+    // about the certificate's age: make a new one. Minutes of slack for the write
+    // itself and small clock steps.
+    if written > now + Duration::from_secs(300) || written + CERT_VALIDITY < now + RENEW_BEFORE {
         return None;
     }
     let cert = CertificateDer::from_pem_file(cert_path).ok()?;
