@@ -594,3 +594,46 @@ fn check_shows_proxies_and_once_and_mint_refuse_them() {
         );
     }
 }
+
+#[test]
+fn proxy_on_a_unix_socket_with_its_mode_removed_at_exit() {
+    let Some(standin) = Standin::start() else {
+        return;
+    };
+    let env = TestEnv::new();
+    let sock = env.path().join("bedrock.sock");
+    let token_file = env.path().join("token");
+    let mut cmd = env.cmd_with_example_creds();
+    cmd.env("AWS_CA_BUNDLE", standin.ca_cert())
+        .args(["run", "--region", "us-west-2"])
+        .arg("--proxy")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--proxy-token-file")
+        .arg(&token_file)
+        .args(["--proxy-upstream", &standin.url()]);
+    let mut daemon = Daemon::start(&env, cmd);
+    daemon.poll(Duration::from_secs(20), "the first key", |log| {
+        log.contains("key minted and delivered")
+    });
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    let hdr = env.path().join("auth");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    std::fs::write(&hdr, format!("Authorization: Bearer {token}\n")).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&sock)
+        .arg("-H")
+        .arg(format!("@{}", hdr.display()))
+        .args(["--data-binary", BODY])
+        .arg("http://localhost/model/m/converse")
+        .output()
+        .unwrap();
+    assert_eq!(status_of(&out), 200, "{}", util::stdout(&out));
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(!sock.exists(), "the socket outlived the daemon");
+}
