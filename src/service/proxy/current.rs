@@ -26,6 +26,9 @@ pub struct CurrentKey {
     pub fingerprint: Fingerprint,
     pub expires_at: SystemTime,
     pub region: String,
+    /// Bedrock runtime in the key's region (the default upstream), parsed once here
+    /// rather than per request; `None` if the region makes no valid host name.
+    pub region_upstream: Option<super::Upstream>,
 }
 
 impl CurrentKey {
@@ -37,6 +40,7 @@ impl CurrentKey {
             fingerprint: minted.key.fingerprint(),
             expires_at: minted.meta.expires_at,
             region: minted.meta.region.clone(),
+            region_upstream: super::Upstream::for_region(&minted.meta.region).ok(),
         })
     }
 }
@@ -125,6 +129,10 @@ mod tests {
         assert_ne!(first.fingerprint, second.fingerprint);
         assert_eq!(second.bearer, "Bearer bedrock-api-key-c2Vjb25k");
         assert!(second.bearer.is_sensitive());
+        assert_eq!(
+            second.region_upstream.as_ref().unwrap().to_string(),
+            "https://bedrock-runtime.us-west-2.amazonaws.com"
+        );
         // A request that took the first key keeps it.
         assert_eq!(first.bearer, "Bearer bedrock-api-key-Zmlyc3Q=");
     }

@@ -133,16 +133,12 @@ impl Forwarder {
                 Some(key.fingerprint),
             );
         }
-        let region_upstream;
-        let upstream = match &self.upstream {
-            Some(u) => u,
-            None => match Upstream::for_region(&key.region) {
-                Ok(u) => {
-                    region_upstream = u;
-                    &region_upstream
-                }
-                Err(e) => return (reply(StatusCode::BAD_GATEWAY, &e), Some(key.fingerprint)),
-            },
+        let Some(upstream) = self.upstream.as_ref().or(key.region_upstream.as_ref()) else {
+            let why = format!(
+                "the key's region {:?} gives no Bedrock endpoint; set `upstream`",
+                key.region
+            );
+            return (reply(StatusCode::BAD_GATEWAY, &why), Some(key.fingerprint));
         };
         let path_and_query = req
             .uri()
