@@ -27,3 +27,4 @@ mod proxy;
 mod sinks;
 mod standin;
 mod status;
+mod token;
