@@ -579,7 +579,7 @@ fn check_shows_proxies_and_once_and_mint_refuse_them() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
     assert!(util::stderr(&out).contains("nothing to probe"));
-    for command in [&["once", "--file", "k"][..], &["mint"][..]] {
+    for command in [&["once", "--file", "k"][..], &["mint"][..], &["token"][..]] {
         let out = env
             .cmd_with_example_creds()
             .args(command)
