@@ -17,7 +17,9 @@
 //! complete delivery of every key, reloads are bracketed by `RELOADING=1`/`READY=1`,
 //! and shutdown starts with `STOPPING=1`. With `listen` set, [`crate::health`] serves
 //! `/healthz`, `/readyz` and `/metrics` (bound once at start; a reload that changes
-//! `listen` is logged and takes effect at the next start).
+//! `listen` is logged and takes effect at the next start). Keys with proxies get them
+//! from [`crate::service::proxy`], bound at start the same way; the daemon publishes
+//! each delivered key to them ([`crate::service::proxy::Publish`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -66,6 +68,10 @@ const AWS_FILES_DEBOUNCE: Duration = Duration::from_secs(1);
 /// After every sink of a key holds a new key, its dependents ([[key.notify]], or
 /// --pid-file/--signal) are told, at most once per second per key (a burst of
 /// refreshes gives one notification, of the latest key).
+///
+/// With --proxy (or [[key.proxy]]), also serves a local Bedrock endpoint per key:
+/// clients send a constant local token and each request is forwarded with the current
+/// key, so programs that read a key only once never see it expire.
 ///
 /// Signals: SIGHUP reloads the config and re-mints now; SIGTERM/SIGINT finish any
 /// write in progress and exit 0.
