@@ -637,3 +637,63 @@ fn proxy_on_a_unix_socket_with_its_mode_removed_at_exit() {
     assert_eq!(daemon.stop(), Some(0));
     assert!(!sock.exists(), "the socket outlived the daemon");
 }
+
+#[test]
+fn after_a_reload_the_proxy_serves_the_restarted_keys_and_keeps_its_address() {
+    let Some(standin) = Standin::start() else {
+        return;
+    };
+    let env = TestEnv::new();
+    let port = free_port();
+    let config = env.path().join("config.toml");
+    let write = |lifetime: &str, port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "[[key]]\nname = \"default\"\nregion = \"us-west-2\"\nlifetime = \"{lifetime}\"\nmin_remaining = \"1m\"\n\n[[key.proxy]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\ntoken_file = \"{}\"\n",
+                standin.url(),
+                env.path().join("token").display()
+            ),
+        )
+        .unwrap();
+    };
+    write("1h", port);
+    let mut cmd = env.cmd_with_example_creds();
+    cmd.env("AWS_CA_BUNDLE", standin.ca_cert())
+        .args(["run", "--config"])
+        .arg(&config);
+    let mut daemon = Daemon::start(&env, cmd);
+    daemon.poll(Duration::from_secs(20), "the first key", |log| {
+        log.contains("key minted and delivered")
+    });
+    let token = std::fs::read_to_string(env.path().join("token")).unwrap();
+    let call = || {
+        status_of(&curl_to(
+            &format!("http://127.0.0.1:{port}"),
+            &standin.ca_cert(),
+            "/model/m/converse",
+            Some(&token),
+            &[],
+            BODY,
+        ))
+    };
+    assert_eq!(call(), 200);
+    // A new lifetime restarts the key (a new key); a new port is not applied.
+    write("2h", free_port());
+    daemon.poll(Duration::from_secs(20), "the reload", |log| {
+        log.matches("key minted and delivered").count() >= 2
+    });
+    assert!(
+        daemon.log().contains("the proxies changed"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(call(), 200);
+    let fps = standin.accepted_fingerprints();
+    assert_eq!(
+        fps.len(),
+        2,
+        "the restarted key's new key was not used: {fps:?}"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
