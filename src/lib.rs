@@ -15,6 +15,7 @@
 //!   `token`'s read-or-mint-once ([`daemon::token`]);
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` (when `listen` is set);
 //! - [`sdnotify`]: systemd readiness, status, watchdog and reload notifications;
+//! - [`service`]: what `run` serves besides the key tasks: the local Bedrock proxy;
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
 //! - [`clock`]: the injected wall clock and its jumps (suspend, clock set);
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
@@ -40,6 +41,7 @@ pub mod notify;
 pub mod redact;
 pub mod schedule;
 pub mod sdnotify;
+pub mod service;
 pub mod sink;
 pub mod time;
 pub mod watch;

@@ -23,6 +23,7 @@ use crate::config::{self, Config, ConfigLocation, ConfigOrigin, KeyConfig};
 use crate::duration;
 use crate::notify::{NotifySpec, SystemdAction};
 use crate::schedule::JitterSample;
+use crate::service::proxy::{Listen, ProxySpec};
 use crate::sink::{FileAccess, FileFormat, SinkSpec};
 
 /// Validate the config file and print what the daemon would do, without doing it.
@@ -153,9 +154,19 @@ fn key_text(o: &mut String, key: &KeyConfig) {
         duration::format(earliest),
         duration::format(latest)
     );
-    let _ = writeln!(o, "  sinks:");
-    for sink in &key.sinks {
-        let _ = writeln!(o, "    - {}", sink_text(sink));
+    if key.sinks.is_empty() {
+        let _ = writeln!(o, "  sinks:    none (served by its proxy only)");
+    } else {
+        let _ = writeln!(o, "  sinks:");
+        for sink in &key.sinks {
+            let _ = writeln!(o, "    - {}", sink_text(sink));
+        }
+    }
+    if !key.proxies.is_empty() {
+        let _ = writeln!(o, "  proxies (forward to Bedrock with the current key):");
+        for p in &key.proxies {
+            let _ = writeln!(o, "    - {}", proxy_text(p));
+        }
     }
     if key.notify.is_empty() {
         let _ = writeln!(o, "  notify:   nothing");
@@ -165,6 +176,33 @@ fn key_text(o: &mut String, key: &KeyConfig) {
             let _ = writeln!(o, "    - {n}");
         }
     }
+}
+
+fn proxy_text(p: &ProxySpec) -> String {
+    let scheme = if p.tls { "https" } else { "http" };
+    let mut text = match &p.listen {
+        Listen::Tcp(addr) => format!("{scheme}://{addr}"),
+        Listen::Unix { path, mode } => {
+            format!("{scheme} on unix socket {} (mode {mode})", path.display())
+        }
+    };
+    let _ = write!(
+        text,
+        " -> {}, local token in {}",
+        p.upstream.as_ref().map_or_else(
+            || "https://bedrock-runtime.<the key's region>.amazonaws.com".to_owned(),
+            ToString::to_string
+        ),
+        p.token_file.display()
+    );
+    if p.tls {
+        let (cert, _) = crate::service::proxy::tls::cert_paths(&p.token_file);
+        let _ = write!(text, ", certificate {}", cert.display());
+    }
+    if let Some(ca) = &p.ca_bundle {
+        let _ = write!(text, ", upstream CA bundle {}", ca.display());
+    }
+    text
 }
 
 fn source_text(key: &KeyConfig) -> String {
@@ -328,5 +366,13 @@ fn key_json(key: &KeyConfig) -> Value {
         },
         "sinks": sinks,
         "notify": notify,
+        "proxies": key.proxies.iter().map(|p| json!({
+            "listen": p.listen.to_string(),
+            "mode": match &p.listen { Listen::Unix { mode, .. } => Some(mode.to_string()), Listen::Tcp(_) => None },
+            "upstream": p.upstream.as_ref().map(ToString::to_string),
+            "token_file": p.token_file.display().to_string(),
+            "tls": p.tls,
+            "ca_bundle": p.ca_bundle.as_ref().map(|c| c.display().to_string()),
+        })).collect::<Vec<_>>(),
     })
 }

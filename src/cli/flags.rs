@@ -13,6 +13,7 @@ use crate::credentials::SourceSpec;
 use crate::mint::{Lifetime, Region};
 use crate::notify::{DEFAULT_SIGNAL, NotifySpec, Signal};
 use crate::schedule::{DEFAULT_JITTER, DEFAULT_REFRESH_AT, RefreshPolicy, default_min_remaining};
+use crate::service::proxy::{Listen, ProxySpec, Upstream};
 use crate::sink::{
     DEFAULT_ENV_VARIABLE, DEFAULT_KEYRING_ACCOUNT, EnvFileSpec, FileAccess, FileFormat, FileMode,
     FileSpec, KeyringBackend, KeyringSpec, SinkSpec, UserRef,
@@ -231,6 +232,98 @@ fn absolute(path: &Path) -> Result<PathBuf, CliError> {
         .map_err(|e| CliError::Usage(format!("cannot make {} absolute: {e}", path.display())))
 }
 
+/// A local Bedrock proxy for the single key of `run` (the config file's `[[key.proxy]]`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProxyFlags {
+    /// Serve a local Bedrock proxy on this loopback address and port (127.0.0.1:8790,
+    /// [::1]:8790) or unix socket (unix:/run/bedrock-keyd/bedrock.sock, mode 0600),
+    /// repeatable. Clients send `Authorization: Bearer <local token>`; each request is
+    /// forwarded to Bedrock with the current key. Names a delivery target, like --file:
+    /// no config file is read.
+    #[arg(long = "proxy", value_name = "ADDR", value_parser = parse_proxy_listen)]
+    pub proxy: Vec<Listen>,
+
+    /// Where the proxy forwards: an https origin (http for loopback only) [default:
+    /// https://bedrock-runtime.<the key's region>.amazonaws.com].
+    #[arg(long, value_name = "URL", requires = "proxy", value_parser = parse_upstream)]
+    pub proxy_upstream: Option<Upstream>,
+
+    /// The file holding the proxy's local token, created 0600 with 256 random bits if
+    /// absent (required with --proxy).
+    #[arg(long, value_name = "PATH", requires = "proxy")]
+    pub proxy_token_file: Option<PathBuf>,
+
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1, ::1 and localhost,
+    /// written beside the token file as proxy.crt (the CA bundle to give clients, e.g.
+    /// AWS_CA_BUNDLE; boto3 sends a bearer token over HTTPS only).
+    #[arg(long, requires = "proxy")]
+    pub proxy_tls: bool,
+}
+
+fn parse_proxy_listen(s: &str) -> Result<Listen, String> {
+    Listen::parse(s, None)
+}
+
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    Upstream::parse(s)
+}
+
+impl ProxyFlags {
+    /// The proxies these flags describe (none without --proxy).
+    pub fn specs(&self) -> Result<Vec<ProxySpec>, CliError> {
+        if self.proxy.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(token_file) = &self.proxy_token_file else {
+            return Err(CliError::Usage(
+                "--proxy needs --proxy-token-file PATH: the file holding the local token clients send (created with a random token if absent)".to_owned(),
+            ));
+        };
+        let token_file = absolute(token_file)?;
+        Ok(self
+            .proxy
+            .iter()
+            .map(|listen| ProxySpec {
+                listen: listen.clone(),
+                upstream: self.proxy_upstream.clone(),
+                token_file: token_file.clone(),
+                tls: self.proxy_tls,
+                ca_bundle: None,
+            })
+            .collect())
+    }
+}
+
+/// Proxy flags where they cannot apply (`once`, `mint`): accepted by the parser only
+/// to be refused with a reason, instead of clap's bare "unexpected argument".
+#[derive(Debug, Clone, Default, Args)]
+pub struct NoProxyFlags {
+    #[arg(long = "proxy", hide = true, value_name = "ADDR")]
+    proxy: Vec<String>,
+    #[arg(long = "proxy-upstream", hide = true, value_name = "URL")]
+    proxy_upstream: Option<String>,
+    #[arg(long = "proxy-token-file", hide = true, value_name = "PATH")]
+    proxy_token_file: Option<String>,
+    #[arg(long = "proxy-tls", hide = true)]
+    proxy_tls: bool,
+}
+
+impl NoProxyFlags {
+    /// A usage error naming `command` when any proxy flag was given.
+    pub fn refuse(&self, command: &str) -> Result<(), CliError> {
+        if self.proxy.is_empty()
+            && self.proxy_upstream.is_none()
+            && self.proxy_token_file.is_none()
+            && !self.proxy_tls
+        {
+            return Ok(());
+        }
+        Err(CliError::Usage(format!(
+            "`{command}` cannot serve a proxy: it exits after minting, and a proxy lives only as long as the process; use `bedrock-keyd run --proxy ADDR --proxy-token-file PATH`"
+        )))
+    }
+}
+
 /// The refresh policy of the single-key mode (the config file's `refresh_at`,
 /// `jitter`, `min_remaining`). Only the commands that refresh (`run`, `exec`) offer
 /// these; `once` and `mint` mint one key and pass [`PolicyFlags::default`].
@@ -300,14 +393,23 @@ impl KeyFlags {
         &self,
         policy: &PolicyFlags,
     ) -> Result<(Option<ConfigLocation>, Config), CliError> {
-        if self.sinks.any() {
+        self.resolve_with_proxies(policy, Vec::new())
+    }
+
+    /// [`KeyFlags::resolve`] for `run`, whose `--proxy` also names a delivery target.
+    pub fn resolve_with_proxies(
+        &self,
+        policy: &PolicyFlags,
+        proxies: Vec<ProxySpec>,
+    ) -> Result<(Option<ConfigLocation>, Config), CliError> {
+        if self.sinks.any() || !proxies.is_empty() {
             if let Some(path) = &self.config {
                 return Err(CliError::Usage(format!(
-                    "--config {} and sink flags (--file, --env-file, --keyring) exclude each other: the flags describe a single key without a config file",
+                    "--config {} and delivery flags (--file, --env-file, --keyring, --proxy) exclude each other: the flags describe a single key without a config file; with a config file, add [[key.sink]] or [[key.proxy]] there",
                     path.display()
                 )));
             }
-            return self.single(policy).map(|c| (None, c));
+            return self.single(policy, proxies).map(|c| (None, c));
         }
         let given: Vec<&str> = [
             ("--region", self.credentials.region.is_some()),
@@ -338,8 +440,10 @@ impl KeyFlags {
         Ok((Some(location), config))
     }
 
-    fn single(&self, policy: &PolicyFlags) -> Result<Config, CliError> {
-        self.single_key(policy, true).map(Config::single)
+    fn single(&self, policy: &PolicyFlags, proxies: Vec<ProxySpec>) -> Result<Config, CliError> {
+        // Sinks are optional when a proxy serves the key.
+        let key = self.single_key(policy, proxies.is_empty())?;
+        Ok(Config::single(KeyConfig { proxies, ..key }))
     }
 
     /// The one key the flags describe. Without `sinks_required` (exec), no sink flag

@@ -17,7 +17,9 @@
 //! complete delivery of every key, reloads are bracketed by `RELOADING=1`/`READY=1`,
 //! and shutdown starts with `STOPPING=1`. With `listen` set, [`crate::health`] serves
 //! `/healthz`, `/readyz` and `/metrics` (bound once at start; a reload that changes
-//! `listen` is logged and takes effect at the next start).
+//! `listen` is logged and takes effect at the next start). Keys with proxies get them
+//! from [`crate::service::proxy`], bound at start the same way; the daemon publishes
+//! each delivered key to them ([`crate::service::proxy::Publish`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::flags::{KeyFlags, PolicyFlags};
+use super::flags::{KeyFlags, PolicyFlags, ProxyFlags};
 use super::{CliError, block_on};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigLocation};
@@ -42,6 +44,7 @@ use crate::daemon::{
 use crate::notify::Dependents;
 use crate::schedule::Backoff;
 use crate::sdnotify::Systemd;
+use crate::service::proxy::{CurrentKeys, Proxies, Publish};
 use crate::watch::{self, Change, Targets, Watches};
 
 /// Editors replace a file in several steps; reload once they are done.
@@ -65,6 +68,10 @@ const AWS_FILES_DEBOUNCE: Duration = Duration::from_secs(1);
 /// --pid-file/--signal) are told, at most once per second per key (a burst of
 /// refreshes gives one notification, of the latest key).
 ///
+/// With --proxy (or [[key.proxy]]), also serves a local Bedrock endpoint per key:
+/// clients send a constant local token and each request is forwarded with the current
+/// key, so programs that read a key only once never see it expire.
+///
 /// Signals: SIGHUP reloads the config and re-mints now; SIGTERM/SIGINT finish any
 /// write in progress and exit 0.
 ///
@@ -76,6 +83,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     policy: PolicyFlags,
+
+    #[command(flatten)]
+    proxy: ProxyFlags,
 
     /// Serve /healthz, /readyz and /metrics on this IP address and port, e.g.
     /// 127.0.0.1:9464 (single-key mode; with a config file, set `listen` there)
@@ -98,9 +108,11 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 impl RunArgs {
-    /// The config to run: the file, or the single key the flags describe.
+    /// The config to run: the key flags (with `--proxy` as a delivery target) or the
+    /// config file.
     pub fn resolve(&self) -> super::Resolved {
-        self.keys.resolve(&self.policy)
+        self.keys
+            .resolve_with_proxies(&self.policy, self.proxy.specs()?)
     }
 }
 
@@ -117,15 +129,20 @@ pub fn run(args: RunArgs, config: super::Resolved) -> Result<ExitCode, CliError>
     }
     block_on(async move {
         let status = Arc::new(StatusBoard::new());
+        let current = Arc::new(CurrentKeys::default());
         let rt = Runtime {
             backend: Arc::new(SystemBackend::default()),
-            dependents: Arc::new(Dependents::new(status.clone())),
+            // Proxies get each key as soon as every sink holds it; dependents after.
+            dependents: Arc::new(Publish {
+                keys: current.clone(),
+                inner: Dependents::new(status.clone()),
+            }),
             clock: Arc::new(SystemClock::new()) as Arc<dyn Clock>,
             jitter: random_jitter(),
             status,
             backoff: Backoff::default(),
         };
-        serve(rt, location, config).await
+        serve(rt, location, config, &current).await
     })?
 }
 
@@ -134,6 +151,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     rt: Runtime<B, D>,
     location: Option<ConfigLocation>,
     config: Config,
+    current: &CurrentKeys,
 ) -> Result<ExitCode, CliError> {
     let signal_error = |e: std::io::Error| CliError::Runtime(format!("cannot handle signals: {e}"));
     let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
@@ -151,6 +169,12 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         ),
         None => None,
     };
+    // Bound before any key starts too: a taken port or a bad token file fails the
+    // start, and a client never finds the port closed while the first key is minted
+    // (it gets 503 until then).
+    let proxies = Proxies::start(&config.keys, current, rt.clock.clone())
+        .await
+        .map_err(|e| CliError::Runtime(crate::credentials::error_chain(&e)))?;
     let systemd = Systemd::from_env();
 
     let config_path = location.as_ref().map(|l| l.path.clone());
@@ -225,6 +249,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     }
     drop(state.watches);
     state.keys.stop().await;
+    proxies.stop().await;
     for task in [notifier, health].into_iter().flatten() {
         task.abort();
         // Returns once the task is gone (it holds the notifier's queue).
@@ -297,6 +322,18 @@ impl State {
         self.locks.replace(&new.keys, added);
         self.keys = KeySet::start(rt, &new.keys);
         self.watches = start_watches(Some(path), &new, tx.clone());
+        let proxies = |c: &Config| -> Vec<_> {
+            c.keys
+                .iter()
+                .map(|k| (k.name.clone(), k.proxies.clone()))
+                .collect()
+        };
+        if proxies(&new) != proxies(&self.config) {
+            // Like `listen`: clients keep a working endpoint until a deliberate restart.
+            tracing::warn!(
+                "the proxies changed; they keep their addresses and settings until a restart"
+            );
+        }
         if new.listen != self.config.listen {
             // The listener is bound once at start and not rebound: scrapers keep a
             // working target until an operator restarts on purpose.

@@ -207,6 +207,13 @@ fn targets(args: &StatusArgs) -> Result<Vec<Target>, CliError> {
             .collect());
     }
     let (_, config) = crate::config::locate_and_load(args.config.as_deref())?;
+    // Keys served only by a proxy hold their key in the daemon's memory: nothing here
+    // can read it. A probe that checked nothing must not pass.
+    if config.keys.iter().all(|k| k.sinks.is_empty()) {
+        return Err(CliError::Usage(
+            "nothing to probe: no key has a sink (only [[key.proxy]]); probe the daemon's /readyz instead".to_owned(),
+        ));
+    }
     let mut targets = Vec::new();
     for key in &config.keys {
         let rule = match args.min_valid {

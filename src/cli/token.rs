@@ -59,6 +59,9 @@ pub struct TokenArgs {
     /// "headers"}, the shape desktop AI clients' credential helpers read.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     format: Format,
+
+    #[command(flatten)]
+    no_proxy: super::flags::NoProxyFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,6 +77,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
+    args.no_proxy.refuse("token")?;
     let (key, cache) = which_key(&args)?;
     if args.min_valid > key.lifetime.get() {
         return Err(CliError::Usage(format!(

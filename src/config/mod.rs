@@ -26,12 +26,13 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub use error::{ConfigError, Invalid, SpannedError};
-use raw::{RawConfig, RawDefaults, RawKey, RawNotify, RawSink};
+use raw::{RawConfig, RawDefaults, RawKey, RawNotify, RawProxy, RawSink};
 
 use crate::credentials::SourceSpec;
 use crate::mint::{Lifetime, Region};
 use crate::notify::{self, NotifySpec, Signal, SystemdAction};
 use crate::schedule::{self, RefreshPolicy};
+use crate::service::proxy::{Listen, ProxySpec, Upstream};
 use crate::sink::{
     self, EnvFileSpec, FileAccess, FileFormat, FileMode, FileSpec, KeyringBackend, KeyringSpec,
     SinkSpec, UserRef,
@@ -114,9 +115,11 @@ pub struct KeyConfig {
     /// Requested; the effective lifetime may be shorter (credentials' expiry).
     pub lifetime: Lifetime,
     pub policy: RefreshPolicy,
-    /// At least one.
+    /// At least one sink or proxy (`exec` runs keys with neither).
     pub sinks: Vec<SinkSpec>,
     pub notify: Vec<NotifySpec>,
+    /// Local endpoints that forward to Bedrock with this key ([`crate::service::proxy`]).
+    pub proxies: Vec<ProxySpec>,
 }
 
 impl Config {
@@ -182,6 +185,7 @@ impl KeyConfig {
             policy,
             sinks: Vec::new(),
             notify,
+            proxies: Vec::new(),
         })
     }
 }
@@ -431,6 +435,35 @@ impl TryFrom<RawConfig> for Config {
                 targets.insert(target, (here, span));
             }
         }
+        // Two proxies cannot listen on one address; say so here rather than at bind.
+        let mut listens: HashMap<String, (String, Range<usize>)> = HashMap::new();
+        for (key, raw_key) in keys.iter().zip(raw.keys.iter()) {
+            for (j, (spec, raw_proxy)) in key
+                .proxies
+                .iter()
+                .zip(raw_key.get_ref().proxies.iter())
+                .enumerate()
+            {
+                let here = format!("key {:?}: proxy[{j}].listen", key.name.as_str());
+                let span = raw_proxy
+                    .get_ref()
+                    .listen
+                    .as_ref()
+                    .map_or_else(|| raw_proxy.span(), Spanned::span);
+                let target = spec.listen.to_string();
+                if let Some((first, first_span)) = listens.get(&target) {
+                    return Err(SpannedError::new(
+                        span,
+                        here,
+                        format!(
+                            "{target} is already used by {first}; every proxy needs its own address"
+                        ),
+                    )
+                    .with_related(first_span.clone()));
+                }
+                listens.insert(target, (here, span));
+            }
+        }
         Ok(Config {
             log_format,
             listen,
@@ -619,12 +652,12 @@ fn validate_key(
     let policy = RefreshPolicy::new(refresh_at, jitter, min_remaining)
         .map_err(|e| SpannedError::new(key.span(), field("policy"), e.to_string()))?;
 
-    // Sinks and notifications.
-    if raw.sinks.is_empty() {
+    // Sinks, proxies and notifications.
+    if raw.sinks.is_empty() && raw.proxies.is_empty() {
         return Err(SpannedError::new(
             key.span(),
             label.clone(),
-            "has no [[key.sink]]; add at least one (type = \"file\", \"env-file\" or \"keyring\")",
+            "has no [[key.sink]] and no [[key.proxy]]; add at least one (a sink of type = \"file\", \"env-file\" or \"keyring\", or a proxy)",
         ));
     }
     let sinks = raw
@@ -639,6 +672,12 @@ fn validate_key(
         .enumerate()
         .map(|(j, n)| validate_notify(n, &format!("{label}: notify[{j}]")))
         .collect::<Result<Vec<_>, _>>()?;
+    let proxies = raw
+        .proxies
+        .iter()
+        .enumerate()
+        .map(|(j, p)| validate_proxy(p, &format!("{label}: proxy[{j}]")))
+        .collect::<Result<Vec<_>, _>>()?;
 
     Ok((
         KeyConfig {
@@ -648,6 +687,7 @@ fn validate_key(
             policy,
             sinks,
             notify,
+            proxies,
         },
         raw_name.span(),
     ))
@@ -940,6 +980,44 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
     Ok(NotifySpec::Command {
         argv: argv.clone(),
         timeout,
+    })
+}
+
+fn validate_proxy(proxy: &Spanned<RawProxy>, here: &str) -> Result<ProxySpec, SpannedError> {
+    let raw = proxy.get_ref();
+    let field = |f: &str| format!("{here}.{f}");
+    let Some(listen) = &raw.listen else {
+        return Err(SpannedError::new(
+            proxy.span(),
+            here,
+            "missing field `listen`; use a loopback address such as \"127.0.0.1:8790\" or \"unix:/run/bedrock-keyd/bedrock.sock\"",
+        ));
+    };
+    let mode = optional(&raw.mode, &field("mode"), |s| s.parse::<FileMode>())?;
+    if let (Some(m), false) = (&raw.mode, listen.get_ref().starts_with("unix:")) {
+        return Err(SpannedError::new(
+            m.span(),
+            field("mode"),
+            "applies to a unix socket (listen = \"unix:/path.sock\") only",
+        ));
+    }
+    let listen = spanned(listen, &field("listen"), |s| Listen::parse(s, mode))?.0;
+    let upstream = optional(&raw.upstream, &field("upstream"), Upstream::parse)?;
+    let Some(token_file) = &raw.token_file else {
+        return Err(SpannedError::new(
+            proxy.span(),
+            here,
+            "missing field `token_file`; name the file holding the clients' local token, e.g. \"/run/bedrock-keyd/proxy.token\" (created with a random token if absent)",
+        ));
+    };
+    let token_file = spanned(token_file, &field("token_file"), validate_path)?.0;
+    let ca_bundle = optional(&raw.ca_bundle, &field("ca_bundle"), validate_path)?;
+    Ok(ProxySpec {
+        listen,
+        upstream,
+        token_file,
+        tls: raw.tls.as_ref().is_some_and(|t| *t.get_ref()),
+        ca_bundle,
     })
 }
 

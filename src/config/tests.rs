@@ -861,3 +861,68 @@ fn single_key_mode_gets_the_same_checks() {
     // An explicit --min-remaining too long for --lifetime is refused by the flags
     // (`tests/it/first_day.rs`): the policy given here may be a shrunk default.
 }
+
+/// A key with only a proxy; `proxy` is the body of its `[[key.proxy]]`.
+fn proxy_key(proxy: &str) -> String {
+    format!("[[key]]\nname = \"k\"\n[[key.proxy]]\n{proxy}\n")
+}
+
+#[test]
+fn a_key_may_have_only_a_proxy_with_defaults() {
+    let c = ok(&proxy_key(
+        "listen = \"127.0.0.1:8790\"\ntoken_file = \"/run/bk/proxy.token\"",
+    ));
+    let k = &c.keys[0];
+    assert!(k.sinks.is_empty());
+    assert_eq!(
+        k.proxies,
+        vec![ProxySpec {
+            listen: Listen::Tcp("127.0.0.1:8790".parse().unwrap()),
+            upstream: None,
+            token_file: "/run/bk/proxy.token".into(),
+            tls: false,
+            ca_bundle: None,
+        }]
+    );
+    let c = ok(&proxy_key(
+        "listen = \"unix:/run/bk/b.sock\"\nmode = \"0660\"\nupstream = \"https://bedrock-runtime.eu-west-1.amazonaws.com\"\ntoken_file = \"/run/bk/t\"\ntls = true\nca_bundle = \"/etc/ssl/corp.pem\"",
+    ));
+    let p = &c.keys[0].proxies[0];
+    assert!(matches!(&p.listen, Listen::Unix { mode, .. } if mode.bits() == 0o660));
+    assert!(p.tls && p.ca_bundle.is_some() && p.upstream.is_some());
+}
+
+#[test]
+fn proxy_mistakes_name_their_line() {
+    assert_err(
+        &proxy_key("listen = \"0.0.0.0:8790\"\ntoken_file = \"/run/t\""),
+        "4:10",
+        "key \"k\": proxy[0].listen",
+        "not a loopback address",
+    );
+    assert_err(
+        &proxy_key("listen = \"127.0.0.1:8790\"\nmode = \"0600\"\ntoken_file = \"/run/t\""),
+        "5:8",
+        "key \"k\": proxy[0].mode",
+        "unix socket",
+    );
+    assert_err(
+        &proxy_key(
+            "listen = \"127.0.0.1:8790\"\nupstream = \"http://example.com\"\ntoken_file = \"/run/t\"",
+        ),
+        "5:12",
+        "key \"k\": proxy[0].upstream",
+        "clear text",
+    );
+    let e = err(&proxy_key("listen = \"127.0.0.1:8790\""));
+    assert!(e.contains("missing field `token_file`"), "{e}");
+    let e = err("[[key]]\nname = \"k\"\n");
+    assert!(e.contains("no [[key.sink]] and no [[key.proxy]]"), "{e}");
+    let two = "[[key]]\nname = \"a\"\n[[key.proxy]]\nlisten = \"127.0.0.1:8790\"\ntoken_file = \"/run/t\"\n[[key]]\nname = \"b\"\n[[key.proxy]]\nlisten = \"127.0.0.1:8790\"\ntoken_file = \"/run/t\"\n";
+    assert_err(
+        two,
+        "9:10",
+        "key \"b\": proxy[0].listen",
+        "already used by key \"a\"",
+    );
+}

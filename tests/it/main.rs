@@ -25,6 +25,7 @@ mod interop;
 mod keyring;
 mod notify;
 mod props;
+mod proxy;
 mod sinks;
 mod standin;
 mod status;
