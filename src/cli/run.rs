@@ -13,9 +13,9 @@
 //! Bursts of file events are debounced, so an editor's write-rename-chmod dance gives
 //! one reload.
 //!
-//! Operations: under systemd ([`crate::sdnotify`]) `READY=1` follows the first
+//! Operations: under systemd ([`crate::service::systemd`]) `READY=1` follows the first
 //! complete delivery of every key, reloads are bracketed by `RELOADING=1`/`READY=1`,
-//! and shutdown starts with `STOPPING=1`. With `listen` set, [`crate::health`] serves
+//! and shutdown starts with `STOPPING=1`. With `listen` set, [`crate::service::health`] serves
 //! `/healthz`, `/readyz` and `/metrics` (bound once at start; a reload that changes
 //! `listen` is logged and takes effect at the next start). Keys with proxies get them
 //! from [`crate::service::proxy`], bound at start the same way; the daemon publishes
@@ -43,9 +43,9 @@ use crate::daemon::{
 };
 use crate::notify::Dependents;
 use crate::schedule::Backoff;
-use crate::sdnotify::Systemd;
 use crate::service::proxy::{CurrentKeys, Proxies, Publish};
-use crate::watch::{self, Change, Targets, Watches};
+use crate::service::systemd::Systemd;
+use crate::service::watch::{self, Change, Targets, Watches};
 
 /// Editors replace a file in several steps; reload once they are done.
 const CONFIG_DEBOUNCE: Duration = Duration::from_millis(300);
@@ -163,7 +163,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     // Bound before any key starts, so a taken port fails the start at once.
     let health = match config.listen {
         Some(addr) => Some(
-            crate::health::spawn(addr, rt.status.clone(), rt.clock.clone())
+            crate::service::health::spawn(addr, rt.status.clone(), rt.clock.clone())
                 .await
                 .map_err(|e| CliError::Runtime(e.to_string()))?,
         ),

@@ -7,7 +7,7 @@
 //! `--json` asks.
 //!
 //! "Long enough" is `--min-valid` when given; otherwise, for a config, each key's own
-//! policy judged exactly as `/readyz` judges it ([`crate::health::unready_reason`]:
+//! policy judged exactly as `/readyz` judges it ([`crate::daemon::unready_reason`]:
 //! valid and before its renewal deadline, which is `min_remaining` before expiry for
 //! most keys), so the probe and the endpoint agree; for `--file`,
 //! [`DEFAULT_FILE_MIN_VALID`].
@@ -323,7 +323,7 @@ fn check(target: &Target, now: SystemTime) -> SinkReport {
             Rule::MinValid { .. } => Ok(()),
             Rule::Policy(policy) => {
                 let held = Validity::new(decoded.issued_at, decoded.expires_at);
-                match crate::health::unready_reason(now, Some(held), &policy) {
+                match crate::daemon::unready_reason(now, Some(held), &policy) {
                     Some(why) => Err(("short", why)),
                     None => Ok(()),
                 }

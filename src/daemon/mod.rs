@@ -31,7 +31,7 @@ use crate::mint::MintError;
 use crate::schedule::{self, Backoff, JitterSample, Validity};
 use crate::sink::{Sink, SinkError, SinkSpec, WriteOutcome};
 
-pub use status::{KeyStatus, StatusBoard};
+pub use status::{KeyStatus, StatusBoard, readiness, unready_reason};
 
 /// Builds the parts of a key that touch the outside world.
 pub trait Backend: Send + Sync + 'static {

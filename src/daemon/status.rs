@@ -3,6 +3,9 @@
 //! Key tasks write here after each attempt; readers take a snapshot. A `watch`
 //! channel tells observers (systemd notifier, tests) that something changed, so
 //! nobody polls.
+//!
+//! The readiness wording lives here too ([`readiness`], [`unready_reason`]): `/readyz`
+//! and `bedrock-keyd status` both speak with it, so they cannot drift apart.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -10,7 +13,8 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use crate::schedule::{RefreshPolicy, Validity, is_ready};
+use crate::schedule::{self, RefreshPolicy, Validity, is_ready};
+use crate::time::rfc3339;
 
 /// One key's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,4 +117,60 @@ impl Default for StatusBoard {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The `/readyz` verdict for every key on the board: `Ok` with "ready: N keys fresh",
+/// or `Err` with "not ready:" and one line per unready key saying why.
+pub fn readiness(keys: &BTreeMap<String, KeyStatus>, now: SystemTime) -> Result<String, String> {
+    if keys.is_empty() {
+        return Err("not ready: no key is running\n".to_owned());
+    }
+    let unready: Vec<String> = keys
+        .iter()
+        .filter_map(|(name, s)| {
+            unready_reason(now, s.held, &s.policy).map(|why| format!("key {name}: {why}"))
+        })
+        .collect();
+    if unready.is_empty() {
+        let plural = if keys.len() == 1 { "key" } else { "keys" };
+        Ok(format!("ready: {} {plural} fresh\n", keys.len()))
+    } else {
+        Err(format!("not ready:\n{}\n", unready.join("\n")))
+    }
+}
+
+/// Why a key holding `held` is not ready at `now` under `policy`, or `None` when it is.
+/// `/readyz` and `bedrock-keyd status` both judge with this, so they agree.
+pub fn unready_reason(
+    now: SystemTime,
+    held: Option<Validity>,
+    policy: &RefreshPolicy,
+) -> Option<String> {
+    let Some(held) = held else {
+        return Some("no key delivered yet".to_owned());
+    };
+    if schedule::is_ready(now, Some(held), policy) {
+        return None;
+    }
+    if now >= held.expiry {
+        return Some(format!(
+            "expired at {} ({} ago)",
+            rfc3339(held.expiry),
+            crate::duration::format(now.duration_since(held.expiry).unwrap_or_default())
+        ));
+    }
+    let left = crate::duration::format(held.expiry.duration_since(now).unwrap_or_default());
+    Some(if policy.is_capped(held.lifetime()) {
+        format!(
+            "only {left} left (expires at {}); past its renewal deadline {}",
+            rfc3339(held.expiry),
+            rfc3339(schedule::renew_deadline(held, policy))
+        )
+    } else {
+        format!(
+            "only {left} left (expires at {}), less than min_remaining {}",
+            rfc3339(held.expiry),
+            crate::duration::format(policy.min_remaining())
+        )
+    })
 }

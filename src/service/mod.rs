@@ -1,7 +1,14 @@
-//! The service layer: what `run` serves besides the key tasks.
+//! The service layer: what `run` and `exec` serve around the key tasks of
+//! [`crate::daemon`].
 //!
-//! Today it holds the local Bedrock [`proxy`]. Per issue 14 it will also take the
-//! rest of the long-running service (`serve`, signals, watches, the health endpoint
-//! and systemd notifications) out of the CLI; until then those stay where they are.
+//! - [`health`]: `/healthz`, `/readyz` and `/metrics` over HTTP ([`metrics`] renders
+//!   the metrics text);
+//! - [`systemd`]: readiness, status, watchdog and reload notifications;
+//! - [`watch`]: file watching (config, sink files, AWS files);
+//! - [`proxy`]: the local Bedrock proxy.
 
+pub mod health;
+pub mod metrics;
 pub mod proxy;
+pub mod systemd;
+pub mod watch;

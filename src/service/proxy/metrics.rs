@@ -1,4 +1,4 @@
-//! The proxy's counters, rendered into `/metrics` by [`crate::health`].
+//! The proxy's counters, rendered into `/metrics` by [`crate::service::metrics`].
 //!
 //! Atomics only, so the request path never takes a lock: per proxied key, requests
 //! by status class (`2xx` … `5xx`, the proxy's own 401/502/503 included), requests
