@@ -132,6 +132,19 @@ pub enum CliError {
     Token(crate::daemon::token::TokenError),
 }
 
+impl From<crate::service::ServiceError> for CliError {
+    /// A target held by another writer is a sink failure, a missing command a usage
+    /// error; everything else of the service is a runtime failure.
+    fn from(e: crate::service::ServiceError) -> Self {
+        use crate::service::ServiceError as S;
+        match e {
+            S::Locked(e) => Self::Locked(e),
+            S::NoCommand => Self::Usage(e.to_string()),
+            e => Self::Runtime(e.to_string()),
+        }
+    }
+}
+
 /// The sinks `once` could not write (the others were written).
 #[derive(Debug)]
 pub struct SinkFailures {

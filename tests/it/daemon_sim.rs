@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
 use bedrock_keyd::clock::{Clock, FakeClock};
-use bedrock_keyd::config::{KeyConfig, KeyName};
+use bedrock_keyd::config::{Config, KeyConfig, KeyName};
 use bedrock_keyd::credentials::{CredentialSource, CredentialsError, SourceSpec};
 use bedrock_keyd::daemon::{Backend, KeySet, NoDependents, Runtime, StatusBoard};
 use bedrock_keyd::key::{ApiKey, KeyMeta};
 use bedrock_keyd::mint::{Lifetime, Region};
 use bedrock_keyd::schedule::{Backoff, JitterSample, RefreshPolicy};
+use bedrock_keyd::service::proxy::CurrentKeys;
 use bedrock_keyd::sink::{FileSpec, Sink, SinkError, SinkSpec, WriteOutcome};
 
 const CREDENTIAL_VALIDITY: Duration = Duration::from_secs(10 * 60);
@@ -265,4 +266,111 @@ async fn a_clock_jump_past_expiry_re_mints_at_once() {
     tokio::time::sleep(Duration::from_secs(5 * 60 + 1)).await;
     assert_eq!(sim.sink.writes.lock().unwrap().len(), 3);
     sim.keys.stop().await;
+}
+
+/// A sink whose first write takes a while (on the blocking pool, as every delivery
+/// does) and says when it starts.
+struct SlowSink {
+    started: Arc<tokio::sync::Notify>,
+    finished: Arc<Mutex<Vec<SystemTime>>>,
+    clock: FakeClock,
+}
+
+impl Sink for SlowSink {
+    fn describe(&self) -> String {
+        "slow memory".to_owned()
+    }
+    fn write(&self, _key: &ApiKey, _meta: &KeyMeta) -> Result<WriteOutcome, SinkError> {
+        self.started.notify_one();
+        // Real time on the blocking thread: the shutdown lands in the middle of it.
+        std::thread::sleep(Duration::from_millis(200));
+        self.finished.lock().unwrap().push(self.clock.now());
+        Ok(WriteOutcome::Written)
+    }
+    fn read(&self) -> Result<Option<ApiKey>, SinkError> {
+        Ok(None)
+    }
+}
+
+struct SlowBackend {
+    inner: FakeBackend,
+    sink: Arc<SlowSink>,
+}
+
+impl Backend for SlowBackend {
+    type Source = FakeSource;
+    async fn source(&self, spec: &SourceSpec) -> Result<FakeSource, CredentialsError> {
+        self.inner.source(spec).await
+    }
+    fn sink(&self, _spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(self.sink.clone())
+    }
+}
+
+/// `serve` in-process on the paused clock, with a shutdown future of the test's own:
+/// it fires while the first write is in progress, and `serve` returns only after that
+/// write has finished, with the key counted as delivered.
+#[tokio::test(start_paused = true)]
+async fn serve_returns_after_the_write_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(base());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let backend = SlowBackend {
+        inner: FakeBackend {
+            clock: clock.clone(),
+            sink: Arc::new(MemorySink::default()),
+            down: Arc::new(AtomicBool::new(false)),
+            fetches: Arc::new(AtomicU64::new(0)),
+        },
+        sink: Arc::new(SlowSink {
+            started: started.clone(),
+            finished: finished.clone(),
+            clock: clock.clone(),
+        }),
+    };
+    let status = Arc::new(StatusBoard::new());
+    let rt = Runtime {
+        backend: Arc::new(backend),
+        dependents: Arc::new(NoDependents),
+        clock: Arc::new(clock.clone()),
+        jitter: Arc::new(|| JitterSample::ZERO),
+        status: status.clone(),
+        backoff: Backoff::default(),
+    };
+    let key = KeyConfig::new(
+        KeyName::new("served").unwrap(),
+        SourceSpec::default(),
+        Lifetime::MAX,
+        RefreshPolicy::new(0.5, 0.0, Duration::from_secs(5 * 60)).unwrap(),
+        vec![SinkSpec::File(FileSpec {
+            path: dir.path().join("served.key"),
+            format: Default::default(),
+            access: Default::default(),
+        })],
+        vec![],
+    )
+    .unwrap();
+    let (_reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let shutdown = {
+        let started = started.clone();
+        async move { started.notified().await }
+    };
+    let served = bedrock_keyd::service::serve(
+        rt,
+        None,
+        Config::single(key),
+        &CurrentKeys::default(),
+        shutdown,
+        reloads,
+    )
+    .await;
+    served.expect("serve");
+    assert_eq!(
+        finished.lock().unwrap().len(),
+        1,
+        "the write in progress finished"
+    );
+    let status = status.snapshot()["served"].clone();
+    assert_eq!(status.refresh_ok, 1, "and counted as delivered: {status:?}");
 }
