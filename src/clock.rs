@@ -76,6 +76,16 @@ impl SystemClock {
     }
 }
 
+impl SystemClock {
+    /// The real wall clock for a command that ends before a jump could matter (`once`,
+    /// `token`): no watcher task, so it needs no runtime; [`Clock::jumps`] never
+    /// changes.
+    pub fn one_shot() -> Self {
+        let (_tx, rx) = watch::channel(0u64);
+        Self { jumps: rx }
+    }
+}
+
 impl Default for SystemClock {
     fn default() -> Self {
         Self::new()

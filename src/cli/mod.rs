@@ -145,36 +145,21 @@ impl From<crate::service::ServiceError> for CliError {
     }
 }
 
-/// The sinks `once` could not write (the others were written).
-#[derive(Debug)]
-pub struct SinkFailures {
-    pub failures: Vec<crate::sink::SinkError>,
-    /// How many sinks were attempted.
-    pub total: usize,
-}
+pub use crate::daemon::once::SinkFailures;
 
-impl std::fmt::Display for SinkFailures {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let [only] = self.failures.as_slice() {
-            return write!(f, "{only}");
+impl From<crate::daemon::once::OnceError> for CliError {
+    /// The same variants `once` reported before its work moved to the daemon.
+    fn from(e: crate::daemon::once::OnceError) -> Self {
+        use crate::daemon::once::OnceError as O;
+        match e {
+            O::Credentials(e) => Self::Credentials(e),
+            O::Mint(e) => Self::Mint(e),
+            O::Locked(e) => Self::Locked(e),
+            O::Sinks(e) => Self::Sinks(e),
+            O::Runtime(e) => Self::Runtime(e),
         }
-        write!(
-            f,
-            "{} of {} sinks could not be written: ",
-            self.failures.len(),
-            self.total
-        )?;
-        for (i, e) in self.failures.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
     }
 }
-
-impl std::error::Error for SinkFailures {}
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {

@@ -1,4 +1,5 @@
-//! `bedrock-keyd once`: one round of minting and delivery, then exit.
+//! `bedrock-keyd once`: one round of minting and delivery, then exit (the work is
+//! [`crate::daemon::once`], on the daemon's refresh path).
 //!
 //! For init containers, cron and CI: every key of the config (or the single key the
 //! flags describe) is minted and written to all its sinks. Every sink is attempted
@@ -12,21 +13,13 @@
 //! after every key was handled; a missing pid file is "pending", not a failure.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::Args;
 
 use super::flags::{KeyFlags, NoProxyFlags, PolicyFlags};
 use super::{CliError, block_on};
-use crate::config::KeyConfig;
-use crate::credentials::{CredentialSource, SdkSource};
-use crate::daemon::StatusBoard;
-use crate::daemon::locks::ONCE_LOCK_WAIT;
-use crate::daemon::{RefreshError, deliver_here};
-use crate::mint::mint;
-use crate::notify::Dependents;
-use crate::sink::Sink;
+use crate::clock::SystemClock;
 
 /// Mint every key once, write it to all its sinks, notify its dependents, and exit.
 ///
@@ -82,119 +75,8 @@ pub fn run(args: OnceArgs, config: super::Resolved) -> Result<ExitCode, CliError
         ));
     }
     block_on(async {
-        let mut first_error = None;
-        let status = Arc::new(StatusBoard::new());
-        for key in &config.keys {
-            status.register(key.name.as_str(), key.policy);
-        }
-        let dependents = Dependents::new(status);
-        for key in &config.keys {
-            let span = tracing::info_span!("key", key = %key.name);
-            let _enter = span.enter();
-            if key.sinks.is_empty() {
-                tracing::info!(
-                    "no sink, only a proxy: nothing to write; skipped (`run` serves the proxy)"
-                );
-                continue;
-            }
-            if let Err(e) = once(key, args.if_valid_for, &dependents).await {
-                if config.keys.len() > 1 {
-                    tracing::error!(error = %crate::credentials::error_chain(&e), "key not delivered");
-                }
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            None => Ok(ExitCode::SUCCESS),
-            Some(e) => Err(e),
-        }
-    })?
-}
-
-async fn once(
-    key: &KeyConfig,
-    if_valid_for: Option<Duration>,
-    dependents: &Dependents,
-) -> Result<(), CliError> {
-    let sinks: Vec<Arc<dyn Sink>> = key
-        .sinks
-        .iter()
-        .map(|spec| Arc::from(crate::sink::build(spec)))
-        .collect();
-    if let Some(wanted) = if_valid_for
-        && let Some(remaining) = held_everywhere(&sinks, wanted)
-    {
-        tracing::info!(
-            remaining = %crate::duration::format(remaining),
-            "every sink holds a key valid for at least {}; left alone",
-            crate::duration::format(wanted)
-        );
-        return Ok(());
-    }
-    let source = SdkSource::new(&key.source).await?;
-    let credentials = source.credentials(key.lifetime.get()).await?;
-    let minted = mint(
-        &credentials,
-        source.region(),
-        key.lifetime,
-        SystemTime::now(),
-    )?;
-    crate::mint::log_minted(&minted);
-    // One writer per target: another `once` or a daemon may be writing it now. Held
-    // (on this thread, which has nothing else to do) until the key is delivered.
-    let locks = crate::daemon::locks::take_within(
-        &crate::daemon::locks::targets(&key.sinks),
-        ONCE_LOCK_WAIT,
-    )?;
-    let delivered = deliver_here(&sinks, &minted);
-    drop(locks);
-    match delivered {
-        Ok(_) => {}
-        Err(RefreshError::Sinks(failures)) => {
-            return Err(CliError::Sinks(super::SinkFailures {
-                failures,
-                total: sinks.len(),
-            }));
-        }
-        Err(e) => return Err(CliError::Runtime(crate::credentials::error_chain(&e))),
-    }
-    let tally = dependents.notify_now(key, &minted).await;
-    if tally.err > 0 {
-        return Err(CliError::Runtime(format!(
-            "the key was delivered, but {} of {} dependents could not be notified (see the log)",
-            tally.err,
-            key.notify.len()
-        )));
-    }
-    Ok(())
-}
-
-/// The smallest remaining validity across the sinks, if every sink holds a valid key
-/// with at least `wanted` left.
-fn held_everywhere(sinks: &[Arc<dyn Sink>], wanted: Duration) -> Option<Duration> {
-    let now = SystemTime::now();
-    let mut least: Option<Duration> = None;
-    for sink in sinks {
-        let key = match sink.read() {
-            Ok(Some(key)) => key,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::debug!(sink = %sink.describe(), error = %e, "cannot read the held key");
-                return None;
-            }
-        };
-        let decoded = crate::inspect::decode(key.expose()).ok()?;
-        if let Some(why @ crate::inspect::Invalidity::SignedInFuture { .. }) =
-            decoded.invalid_at(now)
-        {
-            tracing::warn!(sink = %sink.describe(), "the held key {why}; replacing it");
-            return None;
-        }
-        let remaining = decoded.remaining(now);
-        if remaining < wanted {
-            return None;
-        }
-        least = Some(least.map_or(remaining, |l| l.min(remaining)));
-    }
-    least
+        let clock = SystemClock::one_shot();
+        crate::daemon::once::run(&config, args.if_valid_for, &clock).await
+    })??;
+    Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use super::flags::{KeyFlags, PolicyFlags};
 use super::{CliError, block_on};
+use crate::clock::{Clock as _, SystemClock};
 use crate::config::{ConfigError, KeyConfig};
 use crate::daemon::StatusBoard;
 use crate::daemon::token::{self, TokenError};
@@ -100,9 +101,8 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
     }
 
     // The fast path: no lock, no runtime, no credentials.
-    if let Some((held, meta)) =
-        token::held(&sinks, &key, std::time::SystemTime::now(), args.min_valid)
-    {
+    let clock = SystemClock::one_shot();
+    if let Some((held, meta)) = token::held(&sinks, &key, clock.now(), args.min_valid) {
         return print(args.format, &held, &meta).map(|()| ExitCode::SUCCESS);
     }
 
@@ -121,9 +121,7 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
     let targets = token::lock_targets(&key, cache_dir).map_err(from_token)?;
     let locks = token::lock(&targets).map_err(from_token)?;
     // Another caller may have minted while we waited for the lock.
-    if let Some((held, meta)) =
-        token::held(&sinks, &key, std::time::SystemTime::now(), args.min_valid)
-    {
+    if let Some((held, meta)) = token::held(&sinks, &key, clock.now(), args.min_valid) {
         return print(args.format, &held, &meta).map(|()| ExitCode::SUCCESS);
     }
 
@@ -131,7 +129,7 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
     status.register(key.name.as_str(), key.policy);
     let dependents = Dependents::new(status);
     block_on(async {
-        let minted = token::mint_for(&key, &sinks, args.min_valid)
+        let minted = token::mint_for(&key, &sinks, args.min_valid, &clock)
             .await
             .map_err(from_token)?;
         // Every sink holds the key: the callers waiting for it may have it while the

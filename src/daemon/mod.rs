@@ -14,6 +14,8 @@
 //! clock and a fake wall clock.
 
 pub mod locks;
+pub mod once;
+pub mod refresh;
 pub mod status;
 pub mod token;
 
@@ -413,13 +415,9 @@ impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
             None => self.rt.backend.source(&self.config.source).await?,
         };
         let source = parts.source.insert(source);
-        let credentials = source.credentials(self.config.lifetime.get()).await?;
-        let minted = crate::mint::mint(
-            &credentials,
-            source.region(),
-            self.config.lifetime,
-            self.rt.clock.now(),
-        )?;
+        let minted: MintedKey =
+            refresh::mint_now::<_, RefreshError>(source, self.config.lifetime, &*self.rt.clock)
+                .await?;
         deliver(&parts.sinks, &minted).await?;
         Ok(minted)
     }

@@ -30,8 +30,9 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 
 use super::{RefreshError, deliver_here};
+use crate::clock::Clock;
 use crate::config::KeyConfig;
-use crate::credentials::{CredentialSource, CredentialsError, SdkSource};
+use crate::credentials::{CredentialsError, SdkSource};
 use crate::inspect::DecodedKey;
 use crate::key::{ApiKey, KeyMeta, MintedKey};
 use crate::mint::MintError;
@@ -171,21 +172,19 @@ pub fn lock(targets: &[PathBuf]) -> Result<Vec<TargetLock>, TokenError> {
     Ok(super::locks::take_within(targets, LOCK_WAIT)?)
 }
 
-/// Mints a key for `key` at the current time and writes it to every sink. Fails,
+/// Mints a key for `key` at `clock`'s now and writes it to every sink. Fails,
 /// writing nothing, when the key would not last `min_valid`.
 pub async fn mint_for(
     key: &KeyConfig,
     sinks: &[Arc<dyn Sink>],
     min_valid: Duration,
+    clock: &dyn Clock,
 ) -> Result<MintedKey, TokenError> {
     let source = SdkSource::new(&key.source).await?;
-    // Credentials good for the whole lifetime if the source can: a key is never longer
-    // than they are.
-    let credentials = source.credentials(key.lifetime.get()).await?;
-    let now = SystemTime::now();
-    let minted = crate::mint::mint(&credentials, source.region(), key.lifetime, now)?;
+    let minted: MintedKey =
+        super::refresh::mint_now::<_, TokenError>(&source, key.lifetime, clock).await?;
     crate::mint::log_minted(&minted);
-    let remaining = minted.meta.remaining(now);
+    let remaining = minted.meta.remaining(clock.now());
     if remaining < min_valid {
         return Err(TokenError::TooShort {
             remaining,
