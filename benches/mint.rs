@@ -6,8 +6,9 @@ use std::hint::black_box;
 use std::time::{Duration, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
-use bedrock_keyd::inspect::decode;
-use bedrock_keyd::mint::{Lifetime, Region, mint};
+use bedrock_keyd::key::decode::decode;
+use bedrock_keyd::key::mint::mint;
+use bedrock_keyd::key::{Lifetime, Region};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {

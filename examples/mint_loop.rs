@@ -3,7 +3,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
-use bedrock_keyd::mint::{Lifetime, Region, mint};
+use bedrock_keyd::key::mint::mint;
+use bedrock_keyd::key::{Lifetime, Region};
 
 fn main() {
     let n: u32 = std::env::args()

@@ -52,8 +52,8 @@ use chain::{
 };
 
 use crate::duration;
-use crate::key::MAX_LIFETIME;
-use crate::mint::{Region, RegionError};
+use crate::key::Lifetime;
+use crate::key::{Region, RegionError};
 
 /// Environment variables and config files: no network, but a hung NFS home directory
 /// must still end in an error that names the files.
@@ -212,7 +212,7 @@ pub struct Resolved {
 /// them valid for the longest key lifetime.
 pub async fn resolve(spec: &SourceSpec) -> Result<Resolved, CredentialsError> {
     let source = SdkSource::new(spec).await?;
-    let credentials = source.credentials(MAX_LIFETIME).await?;
+    let credentials = source.credentials(Lifetime::MAX.get()).await?;
     Ok(Resolved {
         credentials,
         region: source.region().clone(),
@@ -323,7 +323,7 @@ pub fn renewal(held: Option<Held>, now: SystemTime, want_valid_for: Duration) ->
     if left < RENEW_BEFORE_EXPIRY {
         return Renewal::Fetch;
     }
-    let want = want_valid_for.min(MAX_LIFETIME);
+    let want = want_valid_for.min(Lifetime::MAX.get());
     // A clock that stepped back makes the fetch look recent: keep, do not hammer.
     let since_fetch = now.duration_since(held.fetched_at).unwrap_or_default();
     if left < want / 2 && since_fetch >= MIN_REFETCH_INTERVAL {

@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::Args;
 
 use super::CliError;
-use crate::config::{Config, ConfigLocation, KeyConfig, KeyName};
+use crate::config::{Config, ConfigLocation, KeyConfig};
 use crate::credentials::SourceSpec;
-use crate::mint::{Lifetime, Region};
+use crate::key::KeyName;
+use crate::key::{Lifetime, Region};
 use crate::notify::{DEFAULT_SIGNAL, NotifySpec, Signal};
 use crate::schedule::{DEFAULT_JITTER, DEFAULT_REFRESH_AT, RefreshPolicy, default_min_remaining};
 use crate::service::proxy::{Listen, ProxySpec, Upstream};

@@ -11,8 +11,9 @@ use zeroize::Zeroizing;
 
 use super::CliError;
 use crate::duration;
-use crate::inspect::{DecodedKey, decode, extract_key};
 use crate::key::Fingerprint;
+use crate::key::decode::{DecodedKey, decode};
+use crate::key::format::extract_key;
 use crate::time::rfc3339;
 
 /// Decode a key offline: region, access key id, signing time, lifetime, expiry.

@@ -8,8 +8,9 @@ use clap::{Args, ValueEnum};
 
 use super::{CliError, CredentialFlags, block_on};
 use crate::credentials::{CredentialSource, CredentialsError, SdkSource};
+use crate::key::Lifetime;
 use crate::key::MintedKey;
-use crate::mint::{Lifetime, mint};
+use crate::key::mint::mint;
 
 /// Mint one key and print it to stdout.
 ///
@@ -60,7 +61,7 @@ pub fn run(args: MintArgs) -> Result<ExitCode, CliError> {
         tracing::debug!(retryable = err.is_retryable(), "credentials unavailable");
     })?;
     let minted = mint(&credentials, &region, lifetime, SystemTime::now())?;
-    crate::mint::log_minted(&minted);
+    crate::key::mint::log_minted(&minted);
     let out = zeroize::Zeroizing::new(match args.format {
         Format::Raw => format!("{}\n", minted.key.expose()),
         Format::Env => format!("AWS_BEARER_TOKEN_BEDROCK={}\n", minted.key.expose()),

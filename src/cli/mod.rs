@@ -98,7 +98,7 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    KeyInvalid(#[from] crate::inspect::InspectError),
+    KeyInvalid(#[from] crate::key::decode::InspectError),
     /// `inspect`: the key expired, or is signed in the future.
     #[error("{0}")]
     KeyExpired(String),
@@ -116,7 +116,7 @@ pub enum CliError {
         error: crate::credentials::CredentialsError,
     },
     #[error(transparent)]
-    Mint(#[from] crate::mint::MintError),
+    Mint(#[from] crate::key::mint::MintError),
     #[error(transparent)]
     Sinks(SinkFailures),
     /// A target is held by another writer (`run` at start, `once` after its wait).
@@ -175,7 +175,7 @@ impl CliError {
                 ..
             } => exit::CONFIG,
             Self::Credentials(_) | Self::KeyCredentials { .. } => exit::CREDENTIALS,
-            Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
+            Self::Mint(crate::key::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
             Self::Sinks(_) | Self::Locked(_) => exit::SINK,
             Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,
             Self::Config(_) => exit::CONFIG,
@@ -184,7 +184,9 @@ impl CliError {
                 match e {
                     T::Credentials(C::NoRegion { .. } | C::BadRegion(_)) => exit::CONFIG,
                     T::Credentials(_) | T::TooShort { .. } => exit::CREDENTIALS,
-                    T::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
+                    T::Mint(crate::key::mint::MintError::CredentialsExpired { .. }) => {
+                        exit::CREDENTIALS
+                    }
                     T::Mint(_) => exit::RUNTIME,
                     // Another caller's mint did not finish in time, or the cache that
                     // stands in for the sink cannot be used: the key was not delivered.

@@ -22,8 +22,9 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::CliError;
-use crate::inspect::{Invalidity, decode, extract_key};
 use crate::key::Fingerprint;
+use crate::key::decode::{Invalidity, decode};
+use crate::key::format::extract_key;
 use crate::schedule::{RefreshPolicy, Validity};
 use crate::sink::SinkSpec;
 use crate::time::rfc3339;

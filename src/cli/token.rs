@@ -264,7 +264,7 @@ fn print(format: Format, key: &ApiKey, meta: &KeyMeta) -> Result<(), CliError> {
     let out = Zeroizing::new(match format {
         Format::Raw => format!("{}\n", key.expose()),
         Format::Env => format!("AWS_BEARER_TOKEN_BEDROCK={}\n", key.expose()),
-        Format::Json => format!("{}\n", crate::keyfile::json(key, meta).as_str()),
+        Format::Json => format!("{}\n", crate::key::format::json(key, meta).as_str()),
         Format::Helper => {
             #[derive(serde::Serialize)]
             struct Helper<'a> {

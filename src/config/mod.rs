@@ -29,7 +29,7 @@ pub use error::{ConfigError, Invalid, SpannedError};
 use raw::{RawConfig, RawDefaults, RawKey, RawNotify, RawProxy, RawSink};
 
 use crate::credentials::SourceSpec;
-use crate::mint::{Lifetime, Region};
+use crate::key::{KeyName, Lifetime, Region};
 use crate::notify::{self, NotifySpec, Signal, SystemdAction};
 use crate::schedule::{self, RefreshPolicy};
 use crate::service::proxy::{Listen, ProxySpec, Upstream};
@@ -62,9 +62,6 @@ pub const CONFIG_ENV_VAR: &str = "BEDROCK_KEYD_CONFIG";
 /// A config file is a few kilobytes; anything beyond a megabyte is a mistake (a key
 /// file or a log passed as `--config`), refused before it is parsed.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-/// Key names appear in logs, metric labels, keyring accounts and possibly file
-/// names: short and plain.
-pub const MAX_KEY_NAME_LEN: usize = 64;
 
 /// Log output format on stderr (journald and container runtimes read stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -198,47 +195,6 @@ pub fn sink_target(sink: &SinkSpec) -> String {
             format!("file {}", path.display())
         }
         SinkSpec::Keyring(k) => format!("keyring {}:{}", k.service, k.account),
-    }
-}
-
-/// A key name: 1–64 of `A–Z a–z 0–9 . _ -`, starting with a letter or digit.
-///
-/// Safe as a log field, a Prometheus label value, a keyring account and a file name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyName(String);
-
-impl KeyName {
-    pub fn new(name: &str) -> Result<Self, String> {
-        let ok = !name.is_empty()
-            && name.len() <= MAX_KEY_NAME_LEN
-            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if ok {
-            Ok(Self(name.to_owned()))
-        } else {
-            Err(format!(
-                "{name:?} is not a key name: use 1 to {MAX_KEY_NAME_LEN} letters, digits, '.', '_' or '-', starting with a letter or digit (it appears in logs, metrics and the keyring account)"
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for KeyName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(s)
-    }
-}
-
-impl fmt::Display for KeyName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

@@ -35,7 +35,7 @@ use super::{
     LOCAL_TIMEOUT, PROFILE_TIMEOUT, STS_ATTEMPT_TIMEOUT, STS_CONNECT_TIMEOUT, SourceSpec,
     WEB_IDENTITY_TIMEOUT, sdk_error_text,
 };
-use crate::mint::Region;
+use crate::key::Region;
 
 /// Settings shared by every SDK provider in the chain: the region (for STS calls in
 /// profile chains and web identity) and bounded STS timeouts.

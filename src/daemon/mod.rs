@@ -29,7 +29,7 @@ use crate::clock::{self, Clock};
 use crate::config::KeyConfig;
 use crate::credentials::{CredentialSource, CredentialsError, SourceSpec};
 use crate::key::MintedKey;
-use crate::mint::MintError;
+use crate::key::mint::MintError;
 use crate::schedule::{self, Backoff, JitterSample, Validity};
 use crate::sink::{Sink, SinkError, SinkSpec, WriteOutcome};
 

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Config, KeyConfig};
 use crate::credentials::{CredentialsError, SdkSource};
 use crate::key::MintedKey;
-use crate::mint::MintError;
+use crate::key::mint::MintError;
 use crate::notify::Dependents;
 use crate::sink::Sink;
 use crate::sink::lock::LockError;
@@ -132,7 +132,7 @@ async fn once(
     let source = SdkSource::new(&key.source).await?;
     let minted: MintedKey =
         super::refresh::mint_now::<_, OnceError>(&source, key.lifetime, clock).await?;
-    crate::mint::log_minted(&minted);
+    crate::key::mint::log_minted(&minted);
     // One writer per target: another `once` or a daemon may be writing it now. Held
     // (on this thread, which has nothing else to do) until the key is delivered.
     let locks = super::locks::take_within(&super::locks::targets(&key.sinks), ONCE_LOCK_WAIT)?;
@@ -172,8 +172,8 @@ fn held_everywhere(sinks: &[Arc<dyn Sink>], wanted: Duration, now: SystemTime) -
                 return None;
             }
         };
-        let decoded = crate::inspect::decode(key.expose()).ok()?;
-        if let Some(why @ crate::inspect::Invalidity::SignedInFuture { .. }) =
+        let decoded = crate::key::decode::decode(key.expose()).ok()?;
+        if let Some(why @ crate::key::decode::Invalidity::SignedInFuture { .. }) =
             decoded.invalid_at(now)
         {
             tracing::warn!(sink = %sink.describe(), "the held key {why}; replacing it");

@@ -8,8 +8,9 @@
 
 use crate::clock::Clock;
 use crate::credentials::{CredentialSource, CredentialsError};
+use crate::key::Lifetime;
 use crate::key::MintedKey;
-use crate::mint::{Lifetime, MintError};
+use crate::key::mint::MintError;
 
 /// Credentials good for the whole `lifetime` if the source can (a key is never longer
 /// than they are), then a key minted at `clock.now()`.
@@ -23,7 +24,7 @@ where
     E: From<CredentialsError> + From<MintError>,
 {
     let credentials = source.credentials(lifetime.get()).await?;
-    Ok(crate::mint::mint(
+    Ok(crate::key::mint::mint(
         &credentials,
         source.region(),
         lifetime,

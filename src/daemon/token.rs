@@ -33,9 +33,9 @@ use super::{RefreshError, deliver_here};
 use crate::clock::Clock;
 use crate::config::KeyConfig;
 use crate::credentials::{CredentialsError, SdkSource};
-use crate::inspect::DecodedKey;
+use crate::key::decode::DecodedKey;
+use crate::key::mint::MintError;
 use crate::key::{ApiKey, KeyMeta, MintedKey};
-use crate::mint::MintError;
 use crate::sink::lock::{LockError, TargetLock};
 use crate::sink::{Sink, SinkError, SinkSpec};
 
@@ -109,7 +109,7 @@ pub fn held(
                 continue;
             }
         };
-        let Ok(decoded) = crate::inspect::decode(held.expose()) else {
+        let Ok(decoded) = crate::key::decode::decode(held.expose()) else {
             continue;
         };
         if is_usable(&decoded, now, min_valid, region) {
@@ -183,7 +183,7 @@ pub async fn mint_for(
     let source = SdkSource::new(&key.source).await?;
     let minted: MintedKey =
         super::refresh::mint_now::<_, TokenError>(&source, key.lifetime, clock).await?;
-    crate::mint::log_minted(&minted);
+    crate::key::mint::log_minted(&minted);
     let remaining = minted.meta.remaining(clock.now());
     if remaining < min_valid {
         return Err(TokenError::TooShort {
@@ -350,9 +350,9 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), TokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KeyName;
     use crate::credentials::SourceSpec;
-    use crate::mint::{Lifetime, Region};
+    use crate::key::KeyName;
+    use crate::key::{Lifetime, Region};
     use crate::schedule::RefreshPolicy;
 
     fn key(source: SourceSpec) -> KeyConfig {

@@ -172,10 +172,10 @@ impl OnDelivered for Dependents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KeyName;
     use crate::credentials::SourceSpec;
+    use crate::key::KeyName;
+    use crate::key::Lifetime;
     use crate::key::{ApiKey, KeyMeta};
-    use crate::mint::Lifetime;
     use crate::schedule::RefreshPolicy;
     use crate::sink::{FileAccess, FileFormat, FileSpec, SinkSpec};
     use std::path::Path;

@@ -38,9 +38,9 @@ impl FileSink {
 /// The exact bytes a file sink holds for `key`.
 pub fn render(format: FileFormat, key: &ApiKey, meta: &KeyMeta) -> Zeroizing<Vec<u8>> {
     let text = match format {
-        FileFormat::Raw => crate::keyfile::raw(key),
+        FileFormat::Raw => crate::key::format::raw(key),
         FileFormat::Json => {
-            let mut json = crate::keyfile::json(key, meta);
+            let mut json = crate::key::format::json(key, meta);
             json.push('\n');
             json
         }
@@ -60,7 +60,7 @@ impl Sink for FileSink {
             // An older version's raw file (`key\n`) of this very key: keep it as it is.
             if format == FileFormat::Raw
                 && let Some(current) = current
-                && crate::keyfile::parse_raw(current) == Some(key.expose())
+                && crate::key::format::parse_raw(current) == Some(key.expose())
             {
                 return Ok(Zeroizing::new(current.to_vec()));
             }
@@ -76,7 +76,7 @@ impl Sink for FileSink {
         let Ok(text) = std::str::from_utf8(&bytes) else {
             return Ok(None);
         };
-        Ok(crate::inspect::extract_key(text, None)
+        Ok(crate::key::format::extract_key(text, None)
             .ok()
             .map(ApiKey::new))
     }

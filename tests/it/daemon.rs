@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use bedrock_keyd::inspect::{decode, extract_key};
+use bedrock_keyd::key::decode::decode;
+use bedrock_keyd::key::format::extract_key;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bedrock_keyd::inspect::decode;
+use bedrock_keyd::key::decode::decode;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

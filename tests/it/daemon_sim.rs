@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
 use bedrock_keyd::clock::{Clock, FakeClock};
-use bedrock_keyd::config::{Config, KeyConfig, KeyName};
+use bedrock_keyd::config::{Config, KeyConfig};
 use bedrock_keyd::credentials::{CredentialSource, CredentialsError, SourceSpec};
 use bedrock_keyd::daemon::{Backend, KeySet, NoDependents, Runtime, StatusBoard};
+use bedrock_keyd::key::KeyName;
 use bedrock_keyd::key::{ApiKey, KeyMeta};
-use bedrock_keyd::mint::{Lifetime, Region};
+use bedrock_keyd::key::{Lifetime, Region};
 use bedrock_keyd::schedule::{Backoff, JitterSample, RefreshPolicy};
 use bedrock_keyd::service::proxy::CurrentKeys;
 use bedrock_keyd::sink::{FileSpec, Sink, SinkError, SinkSpec, WriteOutcome};

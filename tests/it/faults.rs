@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bedrock_keyd::inspect::{decode, extract_key};
+use bedrock_keyd::key::decode::decode;
+use bedrock_keyd::key::format::extract_key;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

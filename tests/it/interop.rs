@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
-use bedrock_keyd::mint::{Lifetime, Region, mint};
+use bedrock_keyd::key::mint::mint;
+use bedrock_keyd::key::{Lifetime, Region};
 
 use crate::util;
 

@@ -66,7 +66,7 @@ fn assert_round_trips(output: &str) {
     for ((file, stored), region) in pairs.iter().zip(["us-east-1", "eu-central-1"]) {
         assert_eq!(file, stored, "the keyring holds what the file holds");
         assert_eq!(
-            bedrock_keyd::inspect::decode(stored).unwrap().region,
+            bedrock_keyd::key::decode::decode(stored).unwrap().region,
             region
         );
     }

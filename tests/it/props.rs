@@ -9,8 +9,10 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
-use bedrock_keyd::inspect::{decode, extract_key};
-use bedrock_keyd::mint::{Lifetime, Region, mint};
+use bedrock_keyd::key::decode::decode;
+use bedrock_keyd::key::format::extract_key;
+use bedrock_keyd::key::mint::mint;
+use bedrock_keyd::key::{Lifetime, Region};
 use proptest::prelude::*;
 
 /// `default` cases per property, or `$BEDROCK_KEYD_FUZZ_CASES`.
@@ -64,9 +66,9 @@ proptest! {
             prop_assert!(decoded.expires_at <= expiry);
         }
         // The file formats carry the same key.
-        let raw = bedrock_keyd::keyfile::raw(&minted.key);
+        let raw = bedrock_keyd::key::format::raw(&minted.key);
         prop_assert_eq!(extract_key(&raw, None).unwrap(), minted.key.expose());
-        let json = bedrock_keyd::keyfile::json(&minted.key, &minted.meta);
+        let json = bedrock_keyd::key::format::json(&minted.key, &minted.meta);
         prop_assert_eq!(extract_key(&json, None).unwrap(), minted.key.expose());
     }
 

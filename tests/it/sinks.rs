@@ -37,7 +37,8 @@ const ENV: &str = "app.env";
 /// reader catching a mix of two would see a wrong length or a broken signature.
 fn keys() -> Vec<(ApiKey, KeyMeta)> {
     use aws_credential_types::Credentials;
-    use bedrock_keyd::mint::{Lifetime, Region, mint};
+    use bedrock_keyd::key::mint::mint;
+    use bedrock_keyd::key::{Lifetime, Region};
     let creds = Credentials::new(
         util::EXAMPLE_ACCESS_KEY_ID,
         util::EXAMPLE_SECRET_ACCESS_KEY,
@@ -142,9 +143,9 @@ fn reader(dir: &Path) {
             let text = String::from_utf8(bytes.clone())
                 .unwrap_or_else(|_| panic!("read {reads}: {name} is not UTF-8"));
             let variable = (*name == ENV).then_some(VARIABLE);
-            let key = bedrock_keyd::inspect::extract_key(&text, variable)
+            let key = bedrock_keyd::key::format::extract_key(&text, variable)
                 .unwrap_or_else(|e| panic!("read {reads}: {name}: no key: {e}"));
-            bedrock_keyd::inspect::decode(&key)
+            bedrock_keyd::key::decode::decode(&key)
                 .unwrap_or_else(|e| panic!("read {reads}: {name}: torn key: {e}"));
             assert!(
                 valid.contains(&bytes),
@@ -579,9 +580,10 @@ fn owner_and_group_are_applied() {
     let meta = fs::metadata(env.path().join("e")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (0, 0));
     let text = fs::read_to_string(env.path().join("e")).unwrap();
-    let key = bedrock_keyd::inspect::extract_key(&text, Some("AWS_BEARER_TOKEN_BEDROCK")).unwrap();
+    let key =
+        bedrock_keyd::key::format::extract_key(&text, Some("AWS_BEARER_TOKEN_BEDROCK")).unwrap();
     assert_eq!(
-        bedrock_keyd::inspect::decode(&key).unwrap().region,
+        bedrock_keyd::key::decode::decode(&key).unwrap().region,
         "eu-west-1"
     );
 
@@ -822,7 +824,7 @@ fn sink_errors_exit_73_naming_sink_path_and_os_error() {
     // The sink that could be written was.
     let ok = fs::read_to_string(env.path().join("ok.key")).unwrap();
     assert_eq!(
-        bedrock_keyd::inspect::decode(&ok).unwrap().region,
+        bedrock_keyd::key::decode::decode(&ok).unwrap().region,
         "eu-west-1"
     );
     assert_eq!(
@@ -912,7 +914,7 @@ fn a_single_file_bind_mount_is_rewritten_in_place_with_a_warning() {
     assert!(out.status.success(), "{} {err}", util::stderr(&out));
     assert!(err.contains("in place") && err.contains("busy"), "{err}");
     let written = fs::read_to_string(env.path().join("source.key")).unwrap();
-    assert!(bedrock_keyd::inspect::decode(&written).is_ok());
+    assert!(bedrock_keyd::key::decode::decode(&written).is_ok());
     // The target's lock file (`.mounted.key.bedrock-keyd.lock`) stays by design.
     assert_eq!(
         fs::read_dir(env.path())

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use bedrock_keyd::mint::{Lifetime, Region, mint};
-use bedrock_keyd::{key::MintedKey, keyfile};
+use bedrock_keyd::key::mint::mint;
+use bedrock_keyd::key::{Lifetime, Region};
+use bedrock_keyd::key::{MintedKey, format as keyfile};
 
 use crate::util::{self, TestEnv};
 
@@ -412,7 +413,7 @@ fn a_key_signed_in_the_future_is_invalid_for_inspect_status_and_once() {
         util::stderr(&out)
     );
     let text = std::fs::read_to_string(&future).unwrap();
-    let decoded = bedrock_keyd::inspect::decode(text.trim()).unwrap();
+    let decoded = bedrock_keyd::key::decode::decode(text.trim()).unwrap();
     assert!(
         decoded.issued_at <= SystemTime::now(),
         "the future key was kept"

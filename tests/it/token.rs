@@ -14,9 +14,10 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use bedrock_keyd::daemon::token::{CacheIdentity, cache_file_name};
-use bedrock_keyd::inspect::decode;
 use bedrock_keyd::key::MintedKey;
-use bedrock_keyd::mint::{Lifetime, Region, mint};
+use bedrock_keyd::key::decode::decode;
+use bedrock_keyd::key::mint::mint;
+use bedrock_keyd::key::{Lifetime, Region};
 
 use crate::fake_http::{FakeServer, Reply, creds_json, in_secs};
 use crate::util::{self, TestEnv};

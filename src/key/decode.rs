@@ -15,8 +15,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use percent_encoding::percent_decode_str;
 
-use crate::key::{KEY_PREFIX, MAX_LIFETIME};
-use crate::mint::{ACTION, HOST, SERVICE};
+use crate::key::mint::{ACTION, HOST, SERVICE};
+use crate::key::{KEY_PREFIX, Lifetime};
 
 /// What a key says about itself. Holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,7 +233,9 @@ pub fn decode(key: &str) -> Result<DecodedKey, InspectError> {
     let lifetime = expires
         .parse::<u64>()
         .ok()
-        .filter(|secs| (1..=MAX_LIFETIME.as_secs()).contains(secs) && !expires.starts_with('+'))
+        .filter(|secs| {
+            (1..=Lifetime::MAX.get().as_secs()).contains(secs) && !expires.starts_with('+')
+        })
         .map(Duration::from_secs)
         .ok_or_else(|| InspectError::BadExpires(expires.to_owned()))?;
     if signed_headers.is_empty() || !signed_headers.split(';').any(|h| h == "host") {
@@ -295,53 +297,11 @@ fn expect(
     }
 }
 
-/// Pulls a key out of what a sink wrote: a raw key (`key\n`), the JSON sink format
-/// (`{"key": …}`), or a dotenv file with a `NAME=key` line. `variable` picks the line
-/// in a dotenv file; `None` takes the only line whose value looks like a key.
-pub fn extract_key(text: &str, variable: Option<&str>) -> Result<String, InspectError> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(InspectError::Empty);
-    }
-    if trimmed.starts_with('{') {
-        #[derive(serde::Deserialize)]
-        struct JsonSink {
-            key: String,
-        }
-        return serde_json::from_str::<JsonSink>(trimmed)
-            .map(|j| j.key)
-            .map_err(|_| InspectError::Unexpected {
-                name: "JSON input",
-                found: "a JSON document without a string \"key\" field".to_owned(),
-                expected: "{\"key\": \"bedrock-api-key-…\", …}",
-            });
-    }
-    if trimmed.starts_with(KEY_PREFIX) || !trimmed.contains('=') {
-        return Ok(trimmed.to_owned());
-    }
-    // A dotenv file: NAME=value lines, comments, optional `export`, optional quotes.
-    for line in trimmed.lines() {
-        let line = line.trim();
-        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let Some((name, value)) = line.split_once('=') else {
-            continue;
-        };
-        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-        let wanted = match variable {
-            Some(v) => name.trim() == v,
-            None => value.starts_with(KEY_PREFIX),
-        };
-        if wanted {
-            return Ok(value.to_owned());
-        }
-    }
-    Err(InspectError::WrongPrefix)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mint::{Lifetime, Region, mint};
+    use crate::key::mint::mint;
+    use crate::key::{Lifetime, Region};
     use aws_credential_types::Credentials;
     use std::time::UNIX_EPOCH;
 
@@ -431,20 +391,5 @@ mod tests {
         });
         let msg = decode(&bad).unwrap_err().to_string();
         assert!(!msg.contains("SESSIONTOKEN"));
-    }
-
-    #[test]
-    fn extracts_from_sink_formats() {
-        let key = sample(None);
-        assert_eq!(extract_key(&format!("{key}\n"), None).unwrap(), key);
-        assert_eq!(extract_key(&key, None).unwrap(), key);
-        let json = format!(r#"{{"key":"{key}","region":"us-west-2"}}"#);
-        assert_eq!(extract_key(&json, None).unwrap(), key);
-        let env = format!("# c\nOTHER=1\nexport AWS_BEARER_TOKEN_BEDROCK=\"{key}\"\n");
-        assert_eq!(extract_key(&env, None).unwrap(), key);
-        assert_eq!(
-            extract_key(&env, Some("AWS_BEARER_TOKEN_BEDROCK")).unwrap(),
-            key
-        );
     }
 }

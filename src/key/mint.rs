@@ -12,8 +12,6 @@
 //! what makes the scheduler and the interop test deterministic.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
@@ -26,8 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::duration;
-use crate::key::{ApiKey, KEY_PREFIX, KeyMeta, MAX_LIFETIME, MintedKey};
+use crate::key::{ApiKey, KEY_PREFIX, KeyMeta, Lifetime, MintedKey, Region};
 
 /// The host every short-term key is presigned for, whatever the region.
 pub const HOST: &str = "bedrock.amazonaws.com";
@@ -59,114 +56,6 @@ pub enum MintError {
     },
     #[error("signing failed: {0}")]
     Signing(String),
-}
-
-/// A requested key lifetime: 1 s … 12 h, whole seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Lifetime(Duration);
-
-/// Why a lifetime was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LifetimeError {
-    #[error("lifetime {0} is shorter than the minimum of 1s")]
-    TooShort(String),
-    #[error("lifetime {0} is longer than the maximum of 12h that Amazon Bedrock accepts")]
-    TooLong(String),
-    #[error("lifetime {0} is not a whole number of seconds")]
-    Fractional(String),
-    #[error(transparent)]
-    Parse(#[from] duration::ParseDurationError),
-}
-
-impl Lifetime {
-    /// The longest lifetime Amazon Bedrock accepts.
-    pub const MAX: Lifetime = Lifetime(MAX_LIFETIME);
-
-    pub fn new(duration: Duration) -> Result<Self, LifetimeError> {
-        Self::checked(duration, || duration::format(duration))
-    }
-
-    /// `duration` if Bedrock accepts it; errors show `shown()`: what the user wrote
-    /// when there is such a text (`43200001ms`, which [`duration::format`] would
-    /// round to a misleading `12h`).
-    fn checked(duration: Duration, shown: impl FnOnce() -> String) -> Result<Self, LifetimeError> {
-        let shown = shown();
-        if duration < Duration::from_secs(1) {
-            Err(LifetimeError::TooShort(shown))
-        } else if duration > MAX_LIFETIME {
-            Err(LifetimeError::TooLong(shown))
-        } else if duration.subsec_nanos() != 0 {
-            Err(LifetimeError::Fractional(shown))
-        } else {
-            Ok(Self(duration))
-        }
-    }
-
-    pub fn from_secs(secs: u64) -> Result<Self, LifetimeError> {
-        Self::new(Duration::from_secs(secs))
-    }
-
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-impl FromStr for Lifetime {
-    type Err = LifetimeError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::checked(duration::parse(s)?, || s.trim().to_owned())
-    }
-}
-
-impl fmt::Display for Lifetime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&duration::format(self.0))
-    }
-}
-
-/// An AWS region name as it appears in a SigV4 credential scope, e.g. `us-west-2`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Region(String);
-
-/// Why a region name was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a region name; expected lowercase letters, digits and dashes, e.g. us-east-1"
-)]
-pub struct RegionError(String);
-
-impl Region {
-    pub fn new(name: &str) -> Result<Self, RegionError> {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !name.starts_with('-')
-            && !name.ends_with('-');
-        if ok {
-            Ok(Self(name.to_owned()))
-        } else {
-            Err(RegionError(name.to_owned()))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Region {
-    type Err = RegionError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(s)
-    }
-}
-
-impl fmt::Display for Region {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// The lifetime a key signed at `issued_at` can really have: the requested one, cut
@@ -333,6 +222,7 @@ fn truncate_to_second(t: SystemTime) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::LifetimeError;
 
     fn creds(expiry: Option<SystemTime>, token: Option<&str>) -> Credentials {
         Credentials::new(
@@ -401,7 +291,7 @@ mod tests {
         assert!(minted.meta.expires_at <= expiry);
         assert_eq!(minted.meta.lifetime(), Duration::from_secs(1200));
         assert_eq!(minted.credentials_expiry, Some(expiry));
-        let decoded = crate::inspect::decode(minted.key.expose()).unwrap();
+        let decoded = crate::key::decode::decode(minted.key.expose()).unwrap();
         assert_eq!(decoded.lifetime, Duration::from_secs(1200));
     }
 
