@@ -51,7 +51,8 @@ use chain::{
     not_loaded_reason, resolve_region, sts_timeouts,
 };
 
-use crate::duration;
+use crate::clock::duration;
+use crate::error::error_chain;
 use crate::key::Lifetime;
 use crate::key::{Region, RegionError};
 
@@ -199,42 +200,6 @@ fn profile_hint(profile: &Option<String>) -> String {
         Some(p) => format!(" (profile {p:?})"),
         None => String::new(),
     }
-}
-
-/// Credentials and the region to sign for.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    pub credentials: Credentials,
-    pub region: Region,
-}
-
-/// One-shot convenience: resolves the region and fetches credentials once, wanting
-/// them valid for the longest key lifetime.
-pub async fn resolve(spec: &SourceSpec) -> Result<Resolved, CredentialsError> {
-    let source = SdkSource::new(spec).await?;
-    let credentials = source.credentials(Lifetime::MAX.get()).await?;
-    Ok(Resolved {
-        credentials,
-        region: source.region().clone(),
-    })
-}
-
-/// The Display of an error and its sources, joined with ": ", with secrets redacted
-/// ([`crate::redact::redact_secrets`]): a source may carry outside text that holds
-/// one. Access key ids stay: our own errors name them on purpose. For an SDK error
-/// (which may quote a `credential_process`'s stderr) use [`sdk_error_text`].
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    crate::redact::redact_secrets(&out).into_owned()
 }
 
 /// [`error_chain`] of an error from the SDK, whose text is outside text (the stderr of
@@ -677,7 +642,7 @@ impl CredentialSource for SdkSource {
 }
 
 fn expiry_text(expiry: Option<SystemTime>) -> String {
-    expiry.map_or_else(|| "never".to_owned(), crate::time::rfc3339)
+    expiry.map_or_else(|| "never".to_owned(), crate::clock::time::rfc3339)
 }
 
 /// Credentials with less than a second left would only make dead keys.
@@ -690,7 +655,7 @@ fn check_not_expired(
         Some(expiry) if expiry < now + Duration::from_secs(1) => Err(CredentialsError::Expired {
             origin: origin.to_owned(),
             access_key_id: credentials.access_key_id().to_owned(),
-            expired_at: crate::time::rfc3339(expiry),
+            expired_at: crate::clock::time::rfc3339(expiry),
         }),
         _ => Ok(()),
     }
@@ -698,7 +663,7 @@ fn check_not_expired(
 
 /// STS's bounds for `DurationSeconds`: 15 minutes to 12 hours, whole seconds.
 pub fn parse_role_session_duration(text: &str) -> Result<Duration, String> {
-    let d = crate::duration::parse(text).map_err(|e| e.to_string())?;
+    let d = crate::clock::duration::parse(text).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(15 * 60) || d > Duration::from_secs(12 * 3600) {
         Err("a role session lasts 15m to 12h".to_owned())
     } else if d.subsec_nanos() != 0 {

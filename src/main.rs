@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!(
                 "bedrock-keyd: error: {}",
-                bedrock_keyd::credentials::error_chain(&err)
+                bedrock_keyd::error::error_chain(&err)
             );
             ExitCode::from(err.exit_code())
         }

@@ -160,7 +160,7 @@ impl fmt::Display for RefreshPolicy {
             "at {}% of the effective lifetime ±{}%, never later than {} before expiry",
             percent(self.refresh_at),
             percent(self.jitter),
-            crate::duration::format(self.min_remaining)
+            crate::clock::duration::format(self.min_remaining)
         )
     }
 }

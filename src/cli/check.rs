@@ -19,9 +19,9 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::CliError;
+use crate::clock::duration;
 use crate::config::{self, Config, ConfigLocation, ConfigOrigin, KeyConfig};
-use crate::duration;
-use crate::notify::{NotifySpec, SystemdAction};
+use crate::dependents::{NotifySpec, SystemdAction};
 use crate::schedule::JitterSample;
 use crate::service::proxy::{Listen, ProxySpec};
 use crate::sink::{FileAccess, FileFormat, SinkSpec};

@@ -87,13 +87,13 @@ fn parse_on_refresh(s: &str) -> Result<OnRefresh, String> {
         Some(sig) => sig
             .parse()
             .map(OnRefresh::Signal)
-            .map_err(|e: crate::notify::SignalError| e.to_string()),
+            .map_err(|e: crate::dependents::SignalError| e.to_string()),
         None => Err("use \"restart\" or \"signal:SIG\", e.g. signal:HUP".to_owned()),
     }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| e.to_string())
+    crate::clock::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// The config to run (`config`, resolved from `--config`, or the single key of the

@@ -10,9 +10,9 @@ use clap::Args;
 use super::CliError;
 use crate::config::{Config, ConfigLocation, KeyConfig};
 use crate::credentials::SourceSpec;
+use crate::dependents::{DEFAULT_SIGNAL, NotifySpec, Signal};
 use crate::key::KeyName;
 use crate::key::{Lifetime, Region};
-use crate::notify::{DEFAULT_SIGNAL, NotifySpec, Signal};
 use crate::schedule::{DEFAULT_JITTER, DEFAULT_REFRESH_AT, RefreshPolicy, default_min_remaining};
 use crate::service::proxy::{Listen, ProxySpec, Upstream};
 use crate::sink::{
@@ -346,7 +346,7 @@ pub struct PolicyFlags {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| e.to_string())
+    crate::clock::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// Everything that describes one key without a config file, or names the config.
@@ -461,7 +461,7 @@ impl KeyFlags {
         {
             return Err(CliError::Usage(format!(
                 "--min-remaining {} must be shorter than the lifetime {lifetime}: a key is re-minted at least that long before it expires",
-                crate::duration::format(min)
+                crate::clock::duration::format(min)
             )));
         }
         let policy = RefreshPolicy::new(

@@ -10,11 +10,11 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::CliError;
-use crate::duration;
+use crate::clock::duration;
+use crate::clock::time::rfc3339;
 use crate::key::Fingerprint;
 use crate::key::decode::{DecodedKey, decode};
 use crate::key::format::extract_key;
-use crate::time::rfc3339;
 
 /// Decode a key offline: region, access key id, signing time, lifetime, expiry.
 ///

@@ -89,9 +89,9 @@ fn json(minted: &MintedKey) -> zeroize::Zeroizing<String> {
     let doc = Doc {
         key: minted.key.expose(),
         region: &minted.meta.region,
-        issued_at: crate::time::rfc3339(minted.meta.issued_at),
-        expires_at: crate::time::rfc3339(minted.meta.expires_at),
-        credentials_expires_at: minted.credentials_expiry.map(crate::time::rfc3339),
+        issued_at: crate::clock::time::rfc3339(minted.meta.issued_at),
+        expires_at: crate::clock::time::rfc3339(minted.meta.expires_at),
+        credentials_expires_at: minted.credentials_expiry.map(crate::clock::time::rfc3339),
     };
     // Serializing strings and a flat struct cannot fail.
     zeroize::Zeroizing::new(serde_json::to_string(&doc).unwrap_or_default())

@@ -60,7 +60,7 @@ impl OnceArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| e.to_string())
+    crate::clock::duration::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: OnceArgs, config: super::Resolved) -> Result<ExitCode, CliError> {

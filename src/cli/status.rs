@@ -22,12 +22,12 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::CliError;
+use crate::clock::time::rfc3339;
 use crate::key::Fingerprint;
 use crate::key::decode::{Invalidity, decode};
 use crate::key::format::extract_key;
 use crate::schedule::{RefreshPolicy, Validity};
 use crate::sink::SinkSpec;
-use crate::time::rfc3339;
 
 /// With `--file` there is no policy to ask: five minutes is the contract's default
 /// `min_remaining`, so a plain `status --file` agrees with a default daemon.
@@ -75,7 +75,7 @@ pub struct StatusArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| e.to_string())
+    crate::clock::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// What to check and by which rule.
@@ -257,10 +257,7 @@ fn check(target: &Target, now: SystemTime) -> SinkReport {
             let read = match built.read() {
                 Ok(Some(key)) => Ok(Zeroizing::new(key.expose().to_owned())),
                 Ok(None) => Err(("missing", "no key stored in the keyring".to_owned())),
-                Err(e) => Err((
-                    "unreadable",
-                    crate::credentials::error_chain(&e).to_string(),
-                )),
+                Err(e) => Err(("unreadable", crate::error::error_chain(&e).to_string())),
             };
             (built.describe(), read)
         }
@@ -295,7 +292,7 @@ fn check(target: &Target, now: SystemTime) -> SinkReport {
     report.remaining_seconds = Some(decoded.remaining(now).as_secs());
     report.region = Some(decoded.region.clone());
     report.fingerprint = Some(Fingerprint::of(key.trim()).to_string());
-    let left = crate::duration::format(decoded.remaining(now));
+    let left = crate::clock::duration::format(decoded.remaining(now));
     let verdict = if let Some(why @ Invalidity::SignedInFuture { .. }) = decoded.invalid_at(now) {
         Err(("invalid", why.to_string()))
     } else if decoded.is_expired(now) {
@@ -304,7 +301,9 @@ fn check(target: &Target, now: SystemTime) -> SinkReport {
             format!(
                 "expired at {} ({} ago)",
                 rfc3339(decoded.expires_at),
-                crate::duration::format(now.duration_since(decoded.expires_at).unwrap_or_default())
+                crate::clock::duration::format(
+                    now.duration_since(decoded.expires_at).unwrap_or_default()
+                )
             ),
         ))
     } else {
@@ -315,9 +314,12 @@ fn check(target: &Target, now: SystemTime) -> SinkReport {
                     "only {left} left (expires at {}), less than {}",
                     rfc3339(decoded.expires_at),
                     if given {
-                        format!("--min-valid {}", crate::duration::format(min))
+                        format!("--min-valid {}", crate::clock::duration::format(min))
                     } else {
-                        format!("{} (the default --min-valid)", crate::duration::format(min))
+                        format!(
+                            "{} (the default --min-valid)",
+                            crate::clock::duration::format(min)
+                        )
                     }
                 ),
             )),

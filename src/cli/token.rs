@@ -17,8 +17,8 @@ use crate::clock::{Clock as _, SystemClock};
 use crate::config::{ConfigError, KeyConfig};
 use crate::daemon::StatusBoard;
 use crate::daemon::token::{self, TokenError};
+use crate::dependents::Dependents;
 use crate::key::{ApiKey, KeyMeta};
-use crate::notify::Dependents;
 use crate::sink::{FileAccess, FileFormat, FileSpec, Sink, SinkSpec};
 
 /// Print a key valid for at least --min-valid: from the sinks if one holds it, else minted.
@@ -74,7 +74,7 @@ enum Format {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| e.to_string())
+    crate::clock::duration::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
@@ -83,7 +83,7 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
     if args.min_valid > key.lifetime.get() {
         return Err(CliError::Usage(format!(
             "--min-valid {} is longer than the key's lifetime {}: no key could satisfy it",
-            crate::duration::format(args.min_valid),
+            crate::clock::duration::format(args.min_valid),
             key.lifetime
         )));
     }
@@ -274,7 +274,7 @@ fn print(format: Format, key: &ApiKey, meta: &KeyMeta) -> Result<(), CliError> {
             }
             let doc = Helper {
                 token: key.expose(),
-                expires_at: crate::time::rfc3339(meta.expires_at),
+                expires_at: crate::clock::time::rfc3339(meta.expires_at),
                 headers: serde_json::Map::new(),
             };
             // Serializing strings and an empty map cannot fail.

@@ -29,8 +29,8 @@ pub use error::{ConfigError, Invalid, SpannedError};
 use raw::{RawConfig, RawDefaults, RawKey, RawNotify, RawProxy, RawSink};
 
 use crate::credentials::SourceSpec;
+use crate::dependents::{self, NotifySpec, Signal, SystemdAction};
 use crate::key::{KeyName, Lifetime, Region};
-use crate::notify::{self, NotifySpec, Signal, SystemdAction};
 use crate::schedule::{self, RefreshPolicy};
 use crate::service::proxy::{Listen, ProxySpec, Upstream};
 use crate::sink::{
@@ -597,7 +597,7 @@ fn validate_key(
                 field("min_remaining"),
                 format!(
                     "min_remaining {}{from} must be shorter than the lifetime {}: a key is re-minted at least min_remaining before it expires",
-                    crate::duration::format(d),
+                    crate::clock::duration::format(d),
                     lifetime.0
                 ),
             ));
@@ -876,21 +876,21 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
     if let Some(v) = &raw.pid_file {
         return Ok(NotifySpec::PidFile {
             path: spanned(v, &field("pid_file"), validate_path)?.0,
-            signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
+            signal: signal.unwrap_or(dependents::DEFAULT_SIGNAL),
         });
     }
     if let Some(v) = &raw.process {
         let name = spanned(v, &field("process"), |s| {
-            notify::validate_process_name(s).map(|()| s.to_owned())
+            dependents::validate_process_name(s).map(|()| s.to_owned())
         })?;
         return Ok(NotifySpec::Process {
             name: name.0,
-            signal: signal.unwrap_or(notify::DEFAULT_SIGNAL),
+            signal: signal.unwrap_or(dependents::DEFAULT_SIGNAL),
         });
     }
     if let Some(v) = &raw.systemd_unit {
         let unit = spanned(v, &field("systemd_unit"), |s| {
-            notify::validate_unit_name(s).map(|()| s.to_owned())
+            dependents::validate_unit_name(s).map(|()| s.to_owned())
         })?
         .0;
         let action = match (&raw.action, signal) {
@@ -903,7 +903,7 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
             }
             (Some(a), None) => spanned(a, &field("action"), |s| s.parse::<SystemdAction>())?.0,
             (None, Some(sig)) => SystemdAction::Signal(sig),
-            (None, None) => notify::DEFAULT_SYSTEMD_ACTION,
+            (None, None) => dependents::DEFAULT_SYSTEMD_ACTION,
         };
         return Ok(NotifySpec::SystemdUnit { unit, action });
     }
@@ -931,7 +931,7 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
     }
     let timeout = match &raw.timeout {
         Some(v) => spanned(v, &field("timeout"), parse_command_timeout)?.0,
-        None => notify::DEFAULT_COMMAND_TIMEOUT,
+        None => dependents::DEFAULT_COMMAND_TIMEOUT,
     };
     Ok(NotifySpec::Command {
         argv: argv.clone(),
@@ -978,12 +978,12 @@ fn validate_proxy(proxy: &Spanned<RawProxy>, here: &str) -> Result<ProxySpec, Sp
 }
 
 fn parse_command_timeout(s: &str) -> Result<Duration, String> {
-    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
-    if d < Duration::from_secs(1) || d > notify::MAX_COMMAND_TIMEOUT {
+    let d = crate::clock::duration::parse(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > dependents::MAX_COMMAND_TIMEOUT {
         Err(format!(
             "{} is outside 1s … {}",
-            crate::duration::format(d),
-            crate::duration::format(notify::MAX_COMMAND_TIMEOUT)
+            crate::clock::duration::format(d),
+            crate::clock::duration::format(dependents::MAX_COMMAND_TIMEOUT)
         ))
     } else {
         Ok(d)
@@ -1048,7 +1048,7 @@ fn parse_lifetime(s: &str) -> Result<Lifetime, String> {
 }
 
 fn parse_min_remaining(s: &str) -> Result<Duration, String> {
-    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
+    let d = crate::clock::duration::parse(s).map_err(|e| e.to_string())?;
     RefreshPolicy::new(0.5, 0.0, d)
         .map(|_| d)
         .map_err(|e| e.to_string())

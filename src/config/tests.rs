@@ -286,7 +286,7 @@ fn notify_defaults_and_variants() {
             },
             NotifySpec::Command {
                 argv: vec!["/bin/reload".into(), "--all".into()],
-                timeout: notify::DEFAULT_COMMAND_TIMEOUT
+                timeout: dependents::DEFAULT_COMMAND_TIMEOUT
             },
         ]
     );

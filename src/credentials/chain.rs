@@ -416,7 +416,7 @@ fn with_env_expiration(credentials: Credentials) -> Credentials {
     let Ok(text) = std::env::var("AWS_CREDENTIAL_EXPIRATION") else {
         return credentials;
     };
-    match crate::time::parse_rfc3339(text.trim()) {
+    match crate::clock::time::parse_rfc3339(text.trim()) {
         Some(expiry) => Credentials::new(
             credentials.access_key_id(),
             credentials.secret_access_key(),

@@ -87,7 +87,7 @@ pub(super) async fn imds_credentials(
             "the credentials document lacks AccessKeyId, SecretAccessKey, Token or Expiration",
         ));
     };
-    let expiry = crate::time::parse_rfc3339(&expiration).ok_or_else(|| {
+    let expiry = crate::clock::time::parse_rfc3339(&expiration).ok_or_else(|| {
         SdkCredentialsError::provider_error(format!(
             "the credentials document has an unreadable Expiration {expiration:?}"
         ))

@@ -97,7 +97,7 @@ pub enum RefreshError {
 fn join_sink_errors(errors: &[SinkError]) -> String {
     errors
         .iter()
-        .map(|e| crate::credentials::error_chain(e))
+        .map(|e| crate::error::error_chain(e))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -317,9 +317,9 @@ impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
                     due = tokio::time::Instant::now() + schedule::sleep_until(now, next);
                     tracing::info!(
                         region = %minted.meta.region,
-                        expires_at = %crate::time::rfc3339(minted.meta.expires_at),
-                        credentials_expire_at = %minted.credentials_expiry.map(crate::time::rfc3339).unwrap_or_else(|| "never".to_owned()),
-                        next_refresh = %crate::time::rfc3339(next),
+                        expires_at = %crate::clock::time::rfc3339(minted.meta.expires_at),
+                        credentials_expire_at = %minted.credentials_expiry.map(crate::clock::time::rfc3339).unwrap_or_else(|| "never".to_owned()),
+                        next_refresh = %crate::clock::time::rfc3339(next),
                         fingerprint = %minted.key.fingerprint(),
                         "key minted and delivered"
                     );
@@ -352,7 +352,7 @@ impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
                         (self.rt.jitter)(),
                     );
                     due = tokio::time::Instant::now() + schedule::sleep_until(now, next);
-                    let cause = crate::credentials::error_chain(&err);
+                    let cause = crate::error::error_chain(&err);
                     let lapses = held_validity.is_some_and(|v| schedule::expires_by(v, next));
                     // Each distinct failure is logged once; repeats go to debug.
                     if last_reported.as_deref() != Some(cause.as_str()) {
@@ -372,18 +372,18 @@ impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
                         };
                         tracing::error!(
                             error = %cause,
-                            attempt_started = %crate::time::rfc3339(started),
-                            next_retry = %crate::time::rfc3339(next),
+                            attempt_started = %crate::clock::time::rfc3339(started),
+                            next_retry = %crate::clock::time::rfc3339(next),
                             failures,
                             "refresh failed ({kind}); {consequence}"
                         );
                         last_reported = Some(cause.clone());
                     } else {
-                        tracing::debug!(error = %cause, next_retry = %crate::time::rfc3339(next), failures, "refresh failed again");
+                        tracing::debug!(error = %cause, next_retry = %crate::clock::time::rfc3339(next), failures, "refresh failed again");
                     }
                     if lapses {
                         tracing::warn!(
-                            expires_at = %held.as_ref().map(|m| crate::time::rfc3339(m.meta.expires_at)).unwrap_or_default(),
+                            expires_at = %held.as_ref().map(|m| crate::clock::time::rfc3339(m.meta.expires_at)).unwrap_or_default(),
                             "the key will expire before the next attempt; it is reported unready"
                         );
                     }
@@ -433,7 +433,7 @@ impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
             }
             Ok(_) => {}
             Err(err) => tracing::error!(
-                error = %crate::credentials::error_chain(&err),
+                error = %crate::error::error_chain(&err),
                 "restoring a sink failed"
             ),
         }

@@ -19,9 +19,9 @@ use super::{RefreshError, StatusBoard, deliver_here};
 use crate::clock::Clock;
 use crate::config::{Config, KeyConfig};
 use crate::credentials::{CredentialsError, SdkSource};
+use crate::dependents::Dependents;
 use crate::key::MintedKey;
 use crate::key::mint::MintError;
-use crate::notify::Dependents;
 use crate::sink::Sink;
 use crate::sink::lock::LockError;
 
@@ -97,7 +97,7 @@ pub async fn run(
         }
         if let Err(e) = once(key, if_valid_for, &dependents, clock).await {
             if config.keys.len() > 1 {
-                tracing::error!(error = %crate::credentials::error_chain(&e), "key not delivered");
+                tracing::error!(error = %crate::error::error_chain(&e), "key not delivered");
             }
             first_error.get_or_insert(e);
         }
@@ -123,9 +123,9 @@ async fn once(
         && let Some(remaining) = held_everywhere(&sinks, wanted, clock.now())
     {
         tracing::info!(
-            remaining = %crate::duration::format(remaining),
+            remaining = %crate::clock::duration::format(remaining),
             "every sink holds a key valid for at least {}; left alone",
-            crate::duration::format(wanted)
+            crate::clock::duration::format(wanted)
         );
         return Ok(());
     }
@@ -146,7 +146,7 @@ async fn once(
                 total: sinks.len(),
             }));
         }
-        Err(e) => return Err(OnceError::Runtime(crate::credentials::error_chain(&e))),
+        Err(e) => return Err(OnceError::Runtime(crate::error::error_chain(&e))),
     }
     let tally = dependents.notify_now(key, &minted).await;
     if tally.err > 0 {

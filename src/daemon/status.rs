@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
+use crate::clock::time::rfc3339;
 use crate::schedule::{self, RefreshPolicy, Validity, is_ready};
-use crate::time::rfc3339;
 
 /// One key's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,10 +156,10 @@ pub fn unready_reason(
         return Some(format!(
             "expired at {} ({} ago)",
             rfc3339(held.expiry),
-            crate::duration::format(now.duration_since(held.expiry).unwrap_or_default())
+            crate::clock::duration::format(now.duration_since(held.expiry).unwrap_or_default())
         ));
     }
-    let left = crate::duration::format(held.expiry.duration_since(now).unwrap_or_default());
+    let left = crate::clock::duration::format(held.expiry.duration_since(now).unwrap_or_default());
     Some(if policy.is_capped(held.lifetime()) {
         format!(
             "only {left} left (expires at {}); past its renewal deadline {}",
@@ -170,7 +170,7 @@ pub fn unready_reason(
         format!(
             "only {left} left (expires at {}), less than min_remaining {}",
             rfc3339(held.expiry),
-            crate::duration::format(policy.min_remaining())
+            crate::clock::duration::format(policy.min_remaining())
         )
     })
 }

@@ -59,8 +59,8 @@ pub enum TokenError {
     /// A new key cannot satisfy `--min-valid`: the credentials expire sooner.
     #[error(
         "a new key would be valid for only {} (its signing credentials expire at {credentials_expire_at}), less than the {} asked for; renew the credentials (e.g. aws sso login) or ask for less",
-        crate::duration::format(*.remaining),
-        crate::duration::format(*.min_valid)
+        crate::clock::duration::format(*.remaining),
+        crate::clock::duration::format(*.min_valid)
     )]
     TooShort {
         remaining: Duration,
@@ -191,7 +191,7 @@ pub async fn mint_for(
             min_valid,
             credentials_expire_at: minted
                 .credentials_expiry
-                .map_or_else(|| "never".to_owned(), crate::time::rfc3339),
+                .map_or_else(|| "never".to_owned(), crate::clock::time::rfc3339),
         });
     }
     match deliver_here(sinks, &minted) {

@@ -78,8 +78,8 @@ pub enum Invalidity {
 
 impl std::fmt::Display for Invalidity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::duration::format;
-        use crate::time::rfc3339;
+        use crate::clock::duration::format;
+        use crate::clock::time::rfc3339;
         match self {
             Self::SignedInFuture { issued_at, ahead } => write!(
                 f,
@@ -222,8 +222,8 @@ pub fn decode(key: &str) -> Result<DecodedKey, InspectError> {
     if service != SERVICE {
         return Err(InspectError::WrongService(service.to_owned()));
     }
-    let issued_at =
-        crate::time::parse_amz_date(date).ok_or_else(|| InspectError::BadDate(date.to_owned()))?;
+    let issued_at = crate::clock::time::parse_amz_date(date)
+        .ok_or_else(|| InspectError::BadDate(date.to_owned()))?;
     if !date.starts_with(scope_date) || scope_date.len() != 8 {
         return Err(InspectError::DateMismatch {
             date: date.to_owned(),

@@ -46,8 +46,8 @@ pub fn json(key: &ApiKey, meta: &KeyMeta) -> Zeroizing<String> {
     let doc = Doc {
         key: key.expose(),
         region: &meta.region,
-        issued_at: crate::time::rfc3339(meta.issued_at),
-        expires_at: crate::time::rfc3339(meta.expires_at),
+        issued_at: crate::clock::time::rfc3339(meta.issued_at),
+        expires_at: crate::clock::time::rfc3339(meta.expires_at),
     };
     // Serializing strings and a flat struct cannot fail.
     Zeroizing::new(serde_json::to_string(&doc).unwrap_or_default())

@@ -99,7 +99,7 @@ pub fn mint(
                 access_key_id: credentials.access_key_id().to_owned(),
                 expired_at: credentials
                     .expiry()
-                    .map(crate::time::rfc3339)
+                    .map(crate::clock::time::rfc3339)
                     .unwrap_or_default(),
             }
         })?;
@@ -124,19 +124,19 @@ pub fn mint(
 pub fn log_minted(minted: &MintedKey) {
     let credentials_expire_at = minted
         .credentials_expiry
-        .map_or_else(|| "never".to_owned(), crate::time::rfc3339);
+        .map_or_else(|| "never".to_owned(), crate::clock::time::rfc3339);
     tracing::info!(
         region = %minted.meta.region,
         access_key_id = %minted.meta.access_key_id,
         credentials_expire_at = %credentials_expire_at,
-        expires_at = %crate::time::rfc3339(minted.meta.expires_at),
+        expires_at = %crate::clock::time::rfc3339(minted.meta.expires_at),
         fingerprint = %minted.key.fingerprint(),
         "key minted"
     );
     if minted.meta.lifetime() < minted.requested_lifetime {
         tracing::warn!(
-            requested = %crate::duration::format(minted.requested_lifetime),
-            effective = %crate::duration::format(minted.meta.lifetime()),
+            requested = %crate::clock::duration::format(minted.requested_lifetime),
+            effective = %crate::clock::duration::format(minted.meta.lifetime()),
             credentials_expire_at = %credentials_expire_at,
             "the signing credentials expire first; the key lives only as long as they do"
         );

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::duration;
+use crate::clock::duration;
 
 pub mod decode;
 pub mod format;

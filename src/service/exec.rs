@@ -40,9 +40,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KeyConfig};
 use crate::daemon::locks::HeldLocks;
 use crate::daemon::{KeySet, OnDelivered, Runtime, StatusBoard, SystemBackend, random_jitter};
+use crate::dependents::send::{BEARER_TOKEN_VARIABLE, describe, to_nix};
+use crate::dependents::{Dependents, Signal};
 use crate::key::{ApiKey, MintedKey};
-use crate::notify::send::{BEARER_TOKEN_VARIABLE, describe, to_nix};
-use crate::notify::{Dependents, Signal};
 use crate::schedule::Backoff;
 
 /// What exec does with the command when a new key arrives.
@@ -220,7 +220,7 @@ impl Supervisor<'_> {
                     }
                     match self.args.on_refresh {
                         OnRefresh::Restart => {
-                            tracing::info!(grace = %crate::duration::format(self.args.grace), "new key: restarting the command (SIGTERM)");
+                            tracing::info!(grace = %crate::clock::duration::format(self.args.grace), "new key: restarting the command (SIGTERM)");
                             child.signal(NixSignal::SIGTERM);
                             restarting = true;
                             kill_at = Some(Instant::now() + self.args.grace);
@@ -233,13 +233,13 @@ impl Supervisor<'_> {
                     }
                 }
                 () = sleep_until(kill_at) => {
-                    tracing::warn!(grace = %crate::duration::format(self.args.grace), "the command did not stop within the grace period; SIGKILL");
+                    tracing::warn!(grace = %crate::clock::duration::format(self.args.grace), "the command did not stop within the grace period; SIGKILL");
                     child.signal(NixSignal::SIGKILL);
                     kill_at = None;
                 }
                 received = signals.recv() => match received {
                     Received::Term => {
-                        tracing::info!(grace = %crate::duration::format(self.args.grace), "SIGTERM: forwarded to the command; exiting when it ends (SIGKILL after the grace period)");
+                        tracing::info!(grace = %crate::clock::duration::format(self.args.grace), "SIGTERM: forwarded to the command; exiting when it ends (SIGKILL after the grace period)");
                         child.signal(NixSignal::SIGTERM);
                         stopping = true;
                         kill_at = Some(Instant::now() + self.args.grace);

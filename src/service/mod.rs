@@ -33,7 +33,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Health(#[from] health::HealthError),
     /// The whole cause chain, as the proxy's errors wrap I/O and TLS ones.
-    #[error("{}", crate::credentials::error_chain(.0))]
+    #[error("{}", crate::error::error_chain(.0))]
     Proxy(#[from] proxy::ProxyError),
     /// `exec`: no command after `--` (clap requires one; kept as a usage error).
     #[error("no command given after --")]

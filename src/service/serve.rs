@@ -45,7 +45,7 @@ use crate::daemon::locks::HeldLocks;
 use crate::daemon::{
     Backend, Command, KeySet, OnDelivered, Runtime, StatusBoard, SystemBackend, random_jitter,
 };
-use crate::notify::Dependents;
+use crate::dependents::Dependents;
 use crate::schedule::Backoff;
 
 /// Editors replace a file in several steps; reload once they are done.

@@ -29,8 +29,8 @@ use sd_notify::NotifyState;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::clock::time::rfc3339;
 use crate::daemon::{KeyStatus, StatusBoard};
-use crate::time::rfc3339;
 
 /// systemd recommends pinging at half the watchdog interval, so one late ping does
 /// not trip it.

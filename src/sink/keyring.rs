@@ -145,7 +145,7 @@ fn safe_error(err: keyring_core::Error) -> io::Error {
             "{} keyring items match this service and account; remove the extra ones",
             items.len()
         ),
-        _ => crate::credentials::error_chain(&err),
+        _ => crate::error::error_chain(&err),
     };
     io::Error::new(kind, message)
 }

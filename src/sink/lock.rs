@@ -69,7 +69,7 @@ fn holder(pid: Option<u32>) -> String {
 
 fn waited_for(waited: Option<Duration>) -> String {
     match waited {
-        Some(w) => format!("; still held after {}", crate::duration::format(w)),
+        Some(w) => format!("; still held after {}", crate::clock::duration::format(w)),
         None => String::new(),
     }
 }

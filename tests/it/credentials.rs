@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
+use bedrock_keyd::clock::time::{parse_rfc3339, rfc3339};
 use bedrock_keyd::key::decode::{DecodedKey, decode};
 use bedrock_keyd::key::mint::mint;
 use bedrock_keyd::key::{Lifetime, Region};
-use bedrock_keyd::time::{parse_rfc3339, rfc3339};
 
 use crate::fake_http::{FakeServer, Reply, creds_json, http_get, in_secs};
 use crate::util::{self, TestEnv};

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bedrock_keyd::time::rfc3339;
+use bedrock_keyd::clock::time::rfc3339;
 
 // ---------------------------------------------------------------------------------
 // A tiny HTTP/1.1 server: one thread per connection, `Connection: close`.

@@ -298,7 +298,7 @@ fn command_dependent_sees_every_key_but_never_gets_it() {
         assert_eq!(vars["BEDROCK_KEYD_REGION"], "eu-west-1");
         let expires = vars["BEDROCK_KEYD_EXPIRES_AT"].as_str().unwrap();
         assert!(
-            bedrock_keyd::time::parse_rfc3339(expires).is_some(),
+            bedrock_keyd::clock::time::parse_rfc3339(expires).is_some(),
             "{expires}"
         );
     }

@@ -352,7 +352,7 @@ fn a_key_signed_in_the_future_is_invalid_for_inspect_status_and_once() {
         keyfile::raw(&key_signed_at(SystemTime::now() + 2 * MIN, HOUR).key).as_bytes(),
     )
     .unwrap();
-    let issued = bedrock_keyd::time::rfc3339(signed_at);
+    let issued = bedrock_keyd::clock::time::rfc3339(signed_at);
 
     let inspect = |path: &Path, json: bool| {
         let mut cmd = env.cmd();

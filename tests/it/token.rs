@@ -524,7 +524,7 @@ fn formats_raw_env_json_and_helper() {
     };
     assert_eq!(run("raw"), format!("{key}\n"));
     assert_eq!(run("env"), format!("AWS_BEARER_TOKEN_BEDROCK={key}\n"));
-    let expires_at = bedrock_keyd::time::rfc3339(held.meta.expires_at);
+    let expires_at = bedrock_keyd::clock::time::rfc3339(held.meta.expires_at);
     let helper: serde_json::Value = serde_json::from_str(&run("helper")).unwrap();
     assert_eq!(
         helper,

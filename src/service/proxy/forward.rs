@@ -181,7 +181,7 @@ impl Forwarder {
                 (Response::from_parts(parts, body), Some(key.fingerprint))
             }
             Err(e) => {
-                let reason = crate::credentials::error_chain(&e);
+                let reason = crate::error::error_chain(&e);
                 tracing::warn!(key = %self.key_name, upstream = %upstream, error = %reason, "the upstream could not be reached");
                 (
                     reply(

@@ -16,6 +16,9 @@
 //! Tests use [`FakeClock`]: wall time follows tokio's (pausable) clock plus an offset
 //! that the test can jump forwards or backwards.
 
+pub mod duration;
+pub mod time;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 

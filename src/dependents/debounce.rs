@@ -113,7 +113,7 @@ impl Inner {
                     tally.err += 1;
                     tracing::error!(
                         dependent = %spec,
-                        error = %crate::credentials::error_chain(&e),
+                        error = %crate::error::error_chain(&e),
                         "notifying a dependent failed"
                     );
                 }
@@ -273,7 +273,7 @@ mod tests {
             deps.delivered(&k, m).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let last = crate::time::rfc3339(burst[3].meta.expires_at);
+        let last = crate::clock::time::rfc3339(burst[3].meta.expires_at);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let lines = std::fs::read_to_string(&log).unwrap();
         assert_eq!(lines.trim(), last, "one notification, of the latest key");

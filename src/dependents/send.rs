@@ -1,4 +1,4 @@
-//! Sending notifications: the part of [`crate::notify`] that touches the system.
+//! Sending notifications: the part of [`crate::dependents`] that touches the system.
 //!
 //! One [`NotifySpec`] becomes one *notification attempt* with one of three results,
 //! which the status board counts (`notify_ok`, `notify_err`; `bedrock_keyd_notify_total`):
@@ -105,7 +105,7 @@ pub enum NotifyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{program} did not finish within {}; it was killed", crate::duration::format(*timeout))]
+    #[error("{program} did not finish within {}; it was killed", crate::clock::duration::format(*timeout))]
     Timeout { program: String, timeout: Duration },
     #[error("{program} failed: {status}")]
     Failed { program: String, status: String },
@@ -405,7 +405,7 @@ async fn command(
         cmd.env("BEDROCK_KEYD_KEY_NAME", &delivery.key_name)
             .env(
                 "BEDROCK_KEYD_EXPIRES_AT",
-                crate::time::rfc3339(delivery.expires_at),
+                crate::clock::time::rfc3339(delivery.expires_at),
             )
             .env("BEDROCK_KEYD_REGION", &delivery.region);
     })

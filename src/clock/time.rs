@@ -75,14 +75,6 @@ fn from_unix_nanos(nanos: i128) -> Option<SystemTime> {
     }
 }
 
-/// Seconds since the Unix epoch, negative before it.
-pub fn unix_seconds(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,10 +9,10 @@
 //! name in a config file says what it does. Only signals a program could sensibly
 //! treat as "reload" or "restart" are accepted (no `KILL`, `STOP`, `SEGV`, …).
 
-pub mod dependents;
+pub mod debounce;
 pub mod send;
 
-pub use dependents::{DEBOUNCE, Dependents, Tally};
+pub use debounce::{DEBOUNCE, Dependents, Tally};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -173,7 +173,7 @@ impl fmt::Display for NotifySpec {
                 f,
                 "run {} (timeout {})",
                 shell_words(argv),
-                crate::duration::format(*timeout)
+                crate::clock::duration::format(*timeout)
             ),
         }
     }
