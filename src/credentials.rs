@@ -51,7 +51,7 @@ use chain::{
     not_loaded_reason, resolve_region, sts_timeouts,
 };
 
-use crate::clock::duration;
+use crate::clock::{Clock, SystemClock, duration};
 use crate::error::error_chain;
 use crate::key::Lifetime;
 use crate::key::{Region, RegionError};
@@ -318,15 +318,14 @@ pub struct SdkSource {
     /// chain, so edits to `~/.aws` are only seen by a new one.
     links: Mutex<Arc<Vec<Link>>>,
     held: Mutex<Option<Fetched>>,
-    /// The wall clock (injected by tests): credential expiries are wall-clock times.
-    clock: Clock,
+    /// The wall clock, the daemon's own (injected: a `FakeClock` in tests): credential
+    /// expiries are wall-clock times, and renewal must follow the same clock as the
+    /// schedule.
+    clock: Arc<dyn Clock>,
     /// Serialises fetches: concurrent callers wait for one fetch instead of each
     /// calling STS.
     fetching: tokio::sync::Mutex<()>,
 }
-
-/// A wall clock.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 #[derive(Clone)]
 struct Fetched {
@@ -369,7 +368,7 @@ impl SdkSource {
             sdk_config: tokio::sync::OnceCell::new(),
             links: Mutex::new(Arc::new(links)),
             held: Mutex::new(None),
-            clock: Arc::new(SystemTime::now),
+            clock: Arc::new(SystemClock::one_shot()),
             fetching: tokio::sync::Mutex::new(()),
         })
     }
@@ -389,19 +388,20 @@ impl SdkSource {
                 aws_credential_types::provider::SharedCredentialsProvider::new(provider),
             )])),
             held: Mutex::new(None),
-            clock: Arc::new(SystemTime::now),
+            clock: Arc::new(SystemClock::one_shot()),
             fetching: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Replaces the wall clock (tests: a fake clock to step through expiries).
-    pub fn with_clock(mut self, clock: Clock) -> Self {
+    /// Replaces the wall clock: the daemon's (so renewal follows the schedule's clock),
+    /// or a test's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
     fn now(&self) -> SystemTime {
-        (self.clock)()
+        self.clock.now()
     }
 
     /// What this source was asked for.
@@ -898,6 +898,18 @@ mod tests {
         }
     }
 
+    /// A wall clock the test sets by hand.
+    struct Manual(Arc<Mutex<SystemTime>>);
+
+    impl Clock for Manual {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+        fn jumps(&self) -> tokio::sync::watch::Receiver<u64> {
+            tokio::sync::watch::channel(0).1
+        }
+    }
+
     struct Fixture {
         source: SdkSource,
         provider: Arc<Scripted>,
@@ -913,7 +925,7 @@ mod tests {
                 Region::new("us-east-1").unwrap(),
                 Handle(provider.clone()),
             )
-            .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
+            .with_clock(Arc::new(Manual(clock_now)));
             Self {
                 source,
                 provider,

@@ -524,11 +524,23 @@ pub fn random_jitter() -> Jitter {
 /// Keys with the same source spec share one [`SdkSource`](crate::credentials::SdkSource),
 /// built once: a thousand keys signed by one role hold one role session and one SDK
 /// setup, not a thousand.
-#[derive(Default)]
 pub struct SystemBackend {
     sources: tokio::sync::Mutex<
         std::collections::HashMap<SourceSpec, Arc<crate::credentials::SdkSource>>,
     >,
+    /// The runtime's clock, handed to every source: credential renewal and the
+    /// schedule read one clock.
+    clock: Arc<dyn Clock>,
+}
+
+impl SystemBackend {
+    /// Sources whose credential renewal follows `clock` (the runtime's).
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            sources: tokio::sync::Mutex::default(),
+            clock,
+        }
+    }
 }
 
 impl Backend for SystemBackend {
@@ -540,7 +552,11 @@ impl Backend for SystemBackend {
         if let Some(source) = sources.get(spec) {
             return Ok(source.clone());
         }
-        let source = Arc::new(crate::credentials::SdkSource::new(spec).await?);
+        let source = Arc::new(
+            crate::credentials::SdkSource::new(spec)
+                .await?
+                .with_clock(self.clock.clone()),
+        );
         sources.insert(spec.clone(), source.clone());
         Ok(source)
     }

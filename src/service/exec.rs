@@ -85,14 +85,15 @@ pub async fn run(
     let _locks = HeldLocks::take_all(&config.keys)?;
     let status = Arc::new(StatusBoard::new());
     let (tx, rx) = watch::channel(None);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let rt = Runtime {
-        backend: Arc::new(SystemBackend::default()),
+        backend: Arc::new(SystemBackend::new(clock.clone())),
         dependents: Arc::new(Handover {
             dependents: Dependents::new(status.clone()),
             name: name.to_owned(),
             tx,
         }),
-        clock: Arc::new(SystemClock::new()) as Arc<dyn Clock>,
+        clock,
         jitter: random_jitter(),
         status: status.clone(),
         backoff: Backoff::default(),

@@ -64,14 +64,15 @@ pub async fn run(location: Option<ConfigLocation>, config: Config) -> Result<(),
     let signals = Signals::install().map_err(ServiceError::Signals)?;
     let status = Arc::new(StatusBoard::new());
     let current = Arc::new(CurrentKeys::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let rt = Runtime {
-        backend: Arc::new(SystemBackend::default()),
+        backend: Arc::new(SystemBackend::new(clock.clone())),
         // Proxies get each key as soon as every sink holds it; dependents after.
         dependents: Arc::new(Publish {
             keys: current.clone(),
             inner: Dependents::new(status.clone()),
         }),
-        clock: Arc::new(SystemClock::new()) as Arc<dyn Clock>,
+        clock,
         jitter: random_jitter(),
         status,
         backoff: Backoff::default(),
