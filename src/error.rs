@@ -5,7 +5,7 @@
 /// The Display of an error and its sources, joined with ": ", with secrets redacted
 /// ([`crate::redact::redact_secrets`]): a source may carry outside text that holds
 /// one. Access key ids stay: our own errors name them on purpose. For an SDK error
-/// (which may quote a `credential_process`'s stderr) use [`sdk_error_text`].
+/// (which may quote a `credential_process`'s stderr) use [`crate::credentials::sdk_error_text`].
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
