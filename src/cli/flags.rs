@@ -456,13 +456,13 @@ impl KeyFlags {
     ) -> Result<KeyConfig, CliError> {
         let lifetime = self.lifetime.unwrap_or(Lifetime::MAX);
         // Only a min_remaining the user gave can be too long; the default fits.
-        if let Some(min) = policy.min_remaining
-            && min >= lifetime.get()
-        {
-            return Err(CliError::Usage(format!(
-                "--min-remaining {} must be shorter than the lifetime {lifetime}: a key is re-minted at least that long before it expires",
-                crate::clock::duration::format(min)
-            )));
+        if let Some(min) = policy.min_remaining {
+            crate::config::check_min_remaining(min, lifetime).map_err(|why| {
+                CliError::Usage(format!(
+                    "--min-remaining {} {why}",
+                    crate::clock::duration::format(min)
+                ))
+            })?;
         }
         let policy = RefreshPolicy::new(
             policy.refresh_at.unwrap_or(DEFAULT_REFRESH_AT),

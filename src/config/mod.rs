@@ -187,6 +187,19 @@ impl KeyConfig {
     }
 }
 
+/// The rule between an explicit `min_remaining` and the lifetime, for the file and the
+/// flags alike (the built-in default fits by construction,
+/// [`schedule::default_min_remaining`]). The error is the rule's words; the caller puts
+/// the field and value it came from in front.
+pub fn check_min_remaining(min_remaining: Duration, lifetime: Lifetime) -> Result<(), String> {
+    if min_remaining >= lifetime.get() {
+        return Err(format!(
+            "must be shorter than the lifetime {lifetime}: a key is re-minted at least min_remaining before it expires"
+        ));
+    }
+    Ok(())
+}
+
 /// What a sink writes to, for duplicate detection: `file /run/x.key` (file and
 /// env-file sinks share the namespace: both write the file) or `keyring service:account`.
 pub fn sink_target(sink: &SinkSpec) -> String {
@@ -591,18 +604,19 @@ fn validate_key(
         (None, None) => None,
     };
     let min_remaining = match explicit {
-        Some((d, span, from)) if d >= lifetime.0.get() => {
-            return Err(SpannedError::new(
-                span,
-                field("min_remaining"),
-                format!(
-                    "min_remaining {}{from} must be shorter than the lifetime {}: a key is re-minted at least min_remaining before it expires",
-                    crate::clock::duration::format(d),
-                    lifetime.0
-                ),
-            ));
+        Some((d, span, from)) => {
+            check_min_remaining(d, lifetime.0).map_err(|why| {
+                SpannedError::new(
+                    span,
+                    field("min_remaining"),
+                    format!(
+                        "min_remaining {}{from} {why}",
+                        crate::clock::duration::format(d)
+                    ),
+                )
+            })?;
+            d
         }
-        Some((d, ..)) => d,
         None => schedule::default_min_remaining(lifetime.0.get()),
     };
     let policy = RefreshPolicy::new(refresh_at, jitter, min_remaining)
