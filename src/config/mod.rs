@@ -712,25 +712,7 @@ fn validate_sink(
         }
     };
     // Fields another sink type uses would be silently ignored: refuse them.
-    let present: [(&str, Option<Range<usize>>); 11] = [
-        ("path", raw.path.as_ref().map(Spanned::span)),
-        ("format", raw.format.as_ref().map(Spanned::span)),
-        ("mode", raw.mode.as_ref().map(Spanned::span)),
-        ("owner", raw.owner.as_ref().map(Spanned::span)),
-        ("group", raw.group.as_ref().map(Spanned::span)),
-        (
-            "follow_symlinks",
-            raw.follow_symlinks.as_ref().map(Spanned::span),
-        ),
-        (
-            "allow_world_readable",
-            raw.allow_world_readable.as_ref().map(Spanned::span),
-        ),
-        ("variable", raw.variable.as_ref().map(Spanned::span)),
-        ("service", raw.service.as_ref().map(Spanned::span)),
-        ("account", raw.account.as_ref().map(Spanned::span)),
-        ("backend", raw.backend.as_ref().map(Spanned::span)),
-    ];
+    let present = raw.present();
     for (name, span) in present {
         if let Some(span) = span
             && !allowed.contains(&name)

@@ -69,25 +69,43 @@ pub struct RawProxy {
     pub ca_bundle: Option<Spanned<String>>,
 }
 
-/// One `[[key.sink]]`: the union of every sink type's fields; validation checks
-/// which ones the `type` allows.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSink {
-    #[serde(rename = "type")]
-    pub kind: Option<Spanned<String>>,
-    pub path: Option<Spanned<String>>,
-    pub format: Option<Spanned<String>>,
-    pub mode: Option<Spanned<String>>,
-    pub owner: Option<Spanned<String>>,
-    pub group: Option<Spanned<String>>,
-    pub follow_symlinks: Option<Spanned<bool>>,
-    pub allow_world_readable: Option<Spanned<bool>>,
-    pub variable: Option<Spanned<String>>,
-    pub service: Option<Spanned<String>>,
-    pub account: Option<Spanned<String>>,
+/// Declares [`RawSink`] and [`RawSink::present`] from one list of its optional
+/// fields, so the struct and the "which fields were given" list cannot drift apart
+/// (the per-type allowed lists in validation name these same fields).
+macro_rules! raw_sink {
+    ($( $(#[$meta:meta])* $field:ident: $ty:ty ),* $(,)?) => {
+        /// One `[[key.sink]]`: the union of every sink type's fields; validation
+        /// checks which ones the `type` allows.
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawSink {
+            #[serde(rename = "type")]
+            pub kind: Option<Spanned<String>>,
+            $( $(#[$meta])* pub $field: Option<Spanned<$ty>>, )*
+        }
+
+        impl RawSink {
+            /// Every field besides `type`, by its TOML name, with its span when given.
+            pub fn present(&self) -> Vec<(&'static str, Option<std::ops::Range<usize>>)> {
+                vec![$( (stringify!($field), self.$field.as_ref().map(Spanned::span)) ),*]
+            }
+        }
+    };
+}
+
+raw_sink! {
+    path: String,
+    format: String,
+    mode: String,
+    owner: String,
+    group: String,
+    follow_symlinks: bool,
+    allow_world_readable: bool,
+    variable: String,
+    service: String,
+    account: String,
     /// Keyring sinks: `default`, `secret-service`, `keyutils` or `keychain`.
-    pub backend: Option<Spanned<String>>,
+    backend: String,
 }
 
 /// One `[[key.notify]]`: exactly one target (`pid_file`, `process`, `systemd_unit`,
