@@ -13,6 +13,7 @@ mod util;
 
 mod check;
 mod cli_mint;
+mod clients;
 mod credentials;
 mod daemon_run;
 mod daemon_sim;

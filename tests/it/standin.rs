@@ -140,10 +140,10 @@ impl Standin {
     pub fn accepted_fingerprints(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for r in self.requests() {
-            if let (200, Some(fp)) = (r.status, r.key_fingerprint) {
-                if !out.contains(&fp) {
-                    out.push(fp);
-                }
+            if let (200, Some(fp)) = (r.status, r.key_fingerprint)
+                && !out.contains(&fp)
+            {
+                out.push(fp);
             }
         }
         out
