@@ -4,12 +4,13 @@
 //! line (`once --file …`) and the config file, the [`Sink`] trait the daemon drives,
 //! and [`build`], which turns a spec into its writer. The writers live in the
 //! submodules: [`file`](mod@file) and [`envfile`] share the one atomic-replace routine in
-//! [`atomic`]; [`keyring`] talks to the OS keyrings.
+//! [`atomic`]; [`keyring`] talks to the OS keyrings; [`lock`] keeps one writer per target.
 
 pub mod atomic;
 pub mod envfile;
 pub mod file;
 pub mod keyring;
+pub mod lock;
 
 use std::fmt;
 use std::path::PathBuf;
