@@ -28,7 +28,7 @@ pub(crate) enum Client {
 }
 
 impl Client {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Client::Boto3 => "boto3",
             Client::Anthropic => "anthropic",
