@@ -203,7 +203,10 @@ pub async fn resolve(spec: &SourceSpec) -> Result<Resolved, CredentialsError> {
     })
 }
 
-/// The Display of an error and its sources, joined with ": ".
+/// The Display of an error and its sources, joined with ": ", with secrets redacted
+/// ([`crate::redact::redact_secrets`]): a source may carry outside text that holds
+/// one. Access key ids stay: our own errors name them on purpose. For an SDK error
+/// (which may quote a `credential_process`'s stderr) use [`sdk_error_text`].
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
@@ -215,7 +218,14 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    out
+    crate::redact::redact_secrets(&out).into_owned()
+}
+
+/// [`error_chain`] of an error from the SDK, whose text is outside text (the stderr of
+/// a failing `credential_process`, a line of a profile file), fully redacted
+/// ([`crate::redact::redact`]), access key ids included.
+pub fn sdk_error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    crate::redact::redact(&error_chain(err)).into_owned()
 }
 
 /// The seam between the scheduler and AWS: something that yields signing credentials
@@ -612,12 +622,12 @@ impl SdkSource {
                     },
                     SdkCredentialsError::InvalidConfiguration(_) => {
                         CredentialsError::Misconfigured {
-                            detail: error_chain(&err),
+                            detail: sdk_error_text(&err),
                             origin,
                         }
                     }
                     _ => CredentialsError::Endpoint {
-                        detail: error_chain(&err),
+                        detail: sdk_error_text(&err),
                         origin,
                     },
                 }),

@@ -2,7 +2,8 @@
 //!
 //! One syntax for every flag and config field, so `--lifetime 30m` on the command line
 //! and `lifetime = "30m"` in the config mean the same thing. A bare number is refused
-//! on purpose: `lifetime = "3600"` is ambiguous to a reader (seconds? minutes?).
+//! on purpose: `lifetime = "3600"` is ambiguous to a reader (seconds? minutes?), and so
+//! is a repeated unit: `1h1h` is more likely a slip than a way of writing `2h`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,6 +22,8 @@ pub enum ParseDurationError {
     Invalid(String),
     #[error("{0:?} is too large")]
     Overflow(String),
+    #[error("{input:?} gives the unit {unit:?} twice; write each unit once, e.g. 1h30m")]
+    RepeatedUnit { input: String, unit: String },
 }
 
 /// Parses `90s`, `30m`, `12h`, `1h30m`, `500ms`, `2d` (whitespace between parts allowed).
@@ -33,6 +36,8 @@ pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
         return Err(ParseDurationError::MissingUnit(text.to_owned()));
     }
     let mut total = Duration::ZERO;
+    // Units met so far, by their size (`h` and `hr` are one unit).
+    let mut seen: Vec<u64> = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -63,6 +68,13 @@ pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
                 });
             }
         };
+        if seen.contains(&millis_per_unit) {
+            return Err(ParseDurationError::RepeatedUnit {
+                input: input.trim().to_owned(),
+                unit: unit.to_owned(),
+            });
+        }
+        seen.push(millis_per_unit);
         let millis = number
             .checked_mul(millis_per_unit)
             .ok_or_else(|| ParseDurationError::Overflow(input.to_owned()))?;
@@ -144,6 +156,19 @@ mod tests {
             parse("99999999999999999999h"),
             Err(ParseDurationError::Overflow(_))
         ));
+        for repeated in ["1h1h", "1h 30m 1hr", "5s10sec", "1ms1ms"] {
+            assert!(
+                matches!(
+                    parse(repeated),
+                    Err(ParseDurationError::RepeatedUnit { .. })
+                ),
+                "{repeated}"
+            );
+        }
+        assert_eq!(
+            parse("1h1h").unwrap_err().to_string(),
+            "\"1h1h\" gives the unit \"h\" twice; write each unit once, e.g. 1h30m"
+        );
     }
 
     #[test]

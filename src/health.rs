@@ -10,12 +10,15 @@
 //!
 //! A deliberately tiny HTTP/1.1 server on tokio's `TcpListener` instead of a web
 //! framework: three read-only GET routes, one response per connection
-//! (`Connection: close`), a bounded request head, a deadline per connection and a cap
-//! on concurrent connections, so a scraper or a port scan cannot hold the daemon's
-//! resources. Nothing served ever contains a key: the board holds no key, only names,
-//! instants and counters.
+//! (`Connection: close`), a bounded request head, and no way for other local users to
+//! starve the probes (issue 13): every connection is accepted at once, its request
+//! head must arrive within [`HEAD_TIMEOUT`], and past [`MAX_OPEN_CONNECTIONS`] the
+//! oldest connection is dropped to make room for the new one. Idle or trickling
+//! connections therefore cost a file descriptor for at most a second and never keep
+//! a probe waiting in the kernel's accept queue. Nothing served ever contains a key:
+//! the board holds no key, only names, instants and counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,8 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::clock::Clock;
 use crate::daemon::{KeyStatus, StatusBoard};
@@ -34,12 +36,17 @@ use crate::time::rfc3339;
 /// A GET request head is a few hundred bytes; anything beyond 8 KiB is not a
 /// Prometheus scrape or a probe.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// Read the request and write the answer within this; a client that trickles bytes
-/// (or never sends any) is cut off. Probes and scrapes use timeouts of seconds too.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
-/// Concurrent connections served; more wait in the kernel's accept backlog. A
-/// scraper and a few probes need a handful.
-const MAX_CONNECTIONS: usize = 32;
+/// The whole request head must arrive within this of the accept. Probes (kubelet,
+/// curl, Prometheus) send it in their first packet; a connection that sends nothing
+/// or trickles bytes is idle or hostile, and is closed before it can pile up.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+/// Writing the answer (a few KiB at most, which the socket buffer takes at once) must
+/// finish within this, so a client that never reads cannot hold a connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Open connections at most; beyond it the oldest is dropped to make room. Far above
+/// what a scraper and a few probes need, and far below the 1024 file descriptors a
+/// service gets by default, so a flood cannot starve the sinks of descriptors.
+pub const MAX_OPEN_CONNECTIONS: usize = 256;
 /// The content type of the text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -77,11 +84,20 @@ pub async fn spawn(
 }
 
 async fn serve(listener: TcpListener, board: Arc<StatusBoard>, clock: Arc<dyn Clock>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    serve_with(listener, board, clock, MAX_OPEN_CONNECTIONS).await;
+}
+
+/// [`serve`] with the connection cap as a parameter, for tests.
+async fn serve_with(
+    listener: TcpListener,
+    board: Arc<StatusBoard>,
+    clock: Arc<dyn Clock>,
+    max_open: usize,
+) {
+    // Oldest first. Always accepting, and shedding the oldest, rather than waiting for
+    // a free slot: a waiting probe is exactly what an attacker wants.
+    let mut open: VecDeque<AbortHandle> = VecDeque::new();
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -91,15 +107,20 @@ async fn serve(listener: TcpListener, board: Arc<StatusBoard>, clock: Arc<dyn Cl
                 continue;
             }
         };
+        open.retain(|task| !task.is_finished());
+        while open.len() >= max_open.max(1) {
+            if let Some(oldest) = open.pop_front() {
+                // Dropping its future closes the socket.
+                oldest.abort();
+            }
+        }
         let (board, clock) = (board.clone(), clock.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let served =
-                tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, &board, &*clock)).await;
-            if let Ok(Err(e)) = served {
+        let task = tokio::spawn(async move {
+            if let Err(e) = handle(stream, &board, &*clock).await {
                 tracing::debug!(error = %e, "health/metrics connection failed");
             }
         });
+        open.push_back(task.abort_handle());
     }
 }
 
@@ -126,20 +147,19 @@ async fn handle(
     board: &StatusBoard,
     clock: &dyn Clock,
 ) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let response = loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            // Closed before a complete request head: nothing to answer.
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(end) = find_head_end(&head) {
-            break respond(&head[..end], board, clock.now());
-        }
-        if head.len() > MAX_REQUEST_BYTES {
-            break Response::text(431, "request header too large\n");
+    let response = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(Some(head))) => match find_head_end(&head) {
+            Some(end) => respond(&head[..end], board, clock.now()),
+            None => Response::text(431, "request header too large\n"),
+        },
+        // Closed before a complete request head: nothing to answer.
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no complete request head within {HEAD_TIMEOUT:?}"),
+            ));
         }
     };
     let reason = match response.status {
@@ -163,8 +183,35 @@ async fn handle(
         response.body.len(),
         response.body
     );
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(out.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not take the answer",
+            ))
+        })
+}
+
+/// Reads until the end of the request head or past [`MAX_REQUEST_BYTES`]; `None` when
+/// the client closes first.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+        if find_head_end(&head).is_some() || head.len() > MAX_REQUEST_BYTES {
+            return Ok(Some(head));
+        }
+    }
 }
 
 /// The end of the request head (`\r\n\r\n`, or a bare `\n\n` from a lax client).
@@ -621,6 +668,65 @@ mod tests {
             metrics.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
             "{metrics}"
         );
+    }
+
+    /// Past the cap, the oldest connections are closed at once (not after their head
+    /// timeout), and a probe that arrives behind them is answered.
+    #[tokio::test]
+    async fn past_the_cap_the_oldest_connections_are_dropped() {
+        let board = Arc::new(board());
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::FakeClock::new(t(0)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_with(listener, board, clock, 4));
+        let started = std::time::Instant::now();
+        let mut idle = Vec::new();
+        for _ in 0..10 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut probe = TcpStream::connect(addr).await.unwrap();
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        probe.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        // Accepted in order: 10 idle + the probe over a cap of 4 shed the first 7.
+        let mut buf = [0u8; 16];
+        for (i, s) in idle.iter_mut().enumerate().take(7) {
+            let read = tokio::time::timeout(HEAD_TIMEOUT, s.read(&mut buf)).await;
+            assert!(
+                matches!(read, Ok(Ok(0) | Err(_))),
+                "connection {i} still open: {read:?}"
+            );
+        }
+        assert!(started.elapsed() < HEAD_TIMEOUT, "{:?}", started.elapsed());
+        let last = tokio::time::timeout(Duration::from_millis(100), idle[9].read(&mut buf)).await;
+        assert!(
+            last.is_err(),
+            "the newest idle connection was dropped: {last:?}"
+        );
+        server.abort();
+    }
+
+    /// A connection that sends nothing is closed after the head timeout.
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_head_timeout() {
+        let board = Arc::new(board());
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::FakeClock::new(t(0)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, board, clock));
+        let started = std::time::Instant::now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /hea").await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(HEAD_TIMEOUT * 3, s.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        let took = started.elapsed();
+        assert!(took >= HEAD_TIMEOUT && took < HEAD_TIMEOUT * 2, "{took:?}");
+        server.abort();
     }
 
     #[test]

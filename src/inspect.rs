@@ -38,6 +38,62 @@ impl DecodedKey {
     pub fn is_expired(&self, now: SystemTime) -> bool {
         now >= self.expires_at
     }
+
+    /// How far ahead of `now` the key was signed, when that is more than
+    /// [`crate::schedule::MAX_SIGNED_AHEAD`] (the key is then invalid).
+    pub fn signed_in_future(&self, now: SystemTime) -> Option<Duration> {
+        crate::schedule::Validity::new(self.issued_at, self.expires_at).signed_in_future(now)
+    }
+
+    /// Why the key cannot be used at `now` (signed in the future, or expired); `None`
+    /// while it is valid. `inspect`, `status` and `once --if-valid-for` all judge with it.
+    pub fn invalid_at(&self, now: SystemTime) -> Option<Invalidity> {
+        if let Some(ahead) = self.signed_in_future(now) {
+            return Some(Invalidity::SignedInFuture {
+                issued_at: self.issued_at,
+                ahead,
+            });
+        }
+        self.is_expired(now).then(|| Invalidity::Expired {
+            at: self.expires_at,
+            ago: now.duration_since(self.expires_at).unwrap_or_default(),
+        })
+    }
+}
+
+/// Why a well-formed key is not valid now. Displayed after "the key" (`inspect`) or a
+/// sink's name (`status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidity {
+    /// Signed more than [`crate::schedule::MAX_SIGNED_AHEAD`] after this machine's clock.
+    SignedInFuture {
+        issued_at: SystemTime,
+        ahead: Duration,
+    },
+    Expired {
+        at: SystemTime,
+        ago: Duration,
+    },
+}
+
+impl std::fmt::Display for Invalidity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::duration::format;
+        use crate::time::rfc3339;
+        match self {
+            Self::SignedInFuture { issued_at, ahead } => write!(
+                f,
+                "is signed in the future: issued at {}, {} ahead of this machine's clock \
+                 (more than {} is not clock skew)",
+                rfc3339(*issued_at),
+                format(*ahead),
+                format(crate::schedule::MAX_SIGNED_AHEAD)
+            ),
+            Self::Expired { at, ago } => {
+                write!(f, "expired at {} ({} ago)", rfc3339(*at), format(*ago))
+            }
+        }
+    }
 }
 
 /// Why a string is not a usable key. Messages never quote the input (it may be a key).
@@ -381,6 +437,7 @@ mod tests {
     fn extracts_from_sink_formats() {
         let key = sample(None);
         assert_eq!(extract_key(&format!("{key}\n"), None).unwrap(), key);
+        assert_eq!(extract_key(&key, None).unwrap(), key);
         let json = format!(r#"{{"key":"{key}","region":"us-west-2"}}"#);
         assert_eq!(extract_key(&json, None).unwrap(), key);
         let env = format!("# c\nOTHER=1\nexport AWS_BEARER_TOKEN_BEDROCK=\"{key}\"\n");

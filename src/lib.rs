@@ -9,13 +9,15 @@
 //! - [`notify`]: how dependents learn about a new key (specifications, sending, debounce);
 //! - [`config`]: the config file: lookup, parsing, validation into a [`config::Config`];
 //! - [`schedule`]: when to refresh and retry, and whether a key is healthy (pure);
-//! - [`daemon`]: the long-running service: one task per key, status board;
+//! - [`daemon`]: the long-running service: one task per key, status board; and
+//!   `token`'s read-or-mint-once ([`daemon::token`]);
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` (when `listen` is set);
 //! - [`sdnotify`]: systemd readiness, status, watchdog and reload notifications;
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
 //! - [`clock`]: the injected wall clock and its jumps (suspend, clock set);
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
 //! - [`logging`]: tracing setup with a floor that keeps SDK internals (secrets) out;
+//! - [`redact`]: the one redaction step for outside text shown in errors;
 //! - [`watch`]: file watching (config, sink files, AWS files);
 //! - [`cli`]: the command line and the mapping of errors to exit codes.
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@ pub mod keyfile;
 pub mod logging;
 pub mod mint;
 pub mod notify;
+pub mod redact;
 pub mod schedule;
 pub mod sdnotify;
 pub mod sink;

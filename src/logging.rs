@@ -4,10 +4,18 @@
 //! verbose levels: `aws-sigv4` writes the canonical request at TRACE, and for a
 //! query-signed key that includes the session token. So events from the signing and
 //! HTTP layers of the AWS SDK are dropped below a floor, whatever `RUST_LOG` says.
+//!
+//! What a dependency logs passes through [`crate::redact`] too: the SDK's warning about
+//! a failing `credential_process` quotes the process's stderr, which may hold a
+//! secret. Our own events are not rewritten (they log access key ids on purpose, and
+//! their errors are already redacted by `error_chain`).
+
+use std::io::Write;
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::filter::{FilterFn, filter_fn};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
 /// The most verbose level let through per target prefix (checked in order).
@@ -46,12 +54,68 @@ pub fn init(default_level: &str, format: Format) {
     let fmt = tracing_subscriber::fmt::layer()
         // Colour codes only for a person at a terminal, not for journald or files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(Stderr);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         Format::Text => registry.with(fmt).try_init(),
         Format::Json => registry.with(fmt.json()).try_init(),
     };
+}
+
+/// Standard error, through [`crate::redact`] for events of other crates.
+#[derive(Debug, Clone, Copy)]
+struct Stderr;
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = EventWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventWriter::Direct
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        let ours = meta.target() == "bedrock_keyd" || meta.target().starts_with("bedrock_keyd::");
+        if ours {
+            EventWriter::Direct
+        } else {
+            EventWriter::Redacted(Vec::new())
+        }
+    }
+}
+
+/// The writer of one event. A redacted event is collected whole and written when the
+/// formatter drops the writer, so a secret split across two writes is still seen.
+enum EventWriter {
+    Direct,
+    Redacted(Vec<u8>),
+}
+
+impl Write for EventWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Direct => std::io::stderr().write(buf),
+            Self::Redacted(event) => {
+                event.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        if let Self::Redacted(event) = self
+            && !event.is_empty()
+        {
+            let text = String::from_utf8_lossy(event);
+            // Nowhere to report a failed write to stderr.
+            let _ = std::io::stderr().write_all(crate::redact::redact(&text).as_bytes());
+        }
+    }
 }
 
 /// `RUST_LOG` as `target=level` directives and a bare default level (`debug`,

@@ -83,7 +83,14 @@ impl Lifetime {
     pub const MAX: Lifetime = Lifetime(MAX_LIFETIME);
 
     pub fn new(duration: Duration) -> Result<Self, LifetimeError> {
-        let shown = duration::format(duration);
+        Self::checked(duration, || duration::format(duration))
+    }
+
+    /// `duration` if Bedrock accepts it; errors show `shown()`: what the user wrote
+    /// when there is such a text (`43200001ms`, which [`duration::format`] would
+    /// round to a misleading `12h`).
+    fn checked(duration: Duration, shown: impl FnOnce() -> String) -> Result<Self, LifetimeError> {
+        let shown = shown();
         if duration < Duration::from_secs(1) {
             Err(LifetimeError::TooShort(shown))
         } else if duration > MAX_LIFETIME {
@@ -107,7 +114,7 @@ impl Lifetime {
 impl FromStr for Lifetime {
     type Err = LifetimeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(duration::parse(s)?)
+        Self::checked(duration::parse(s)?, || s.trim().to_owned())
     }
 }
 
@@ -465,6 +472,15 @@ mod tests {
             Err(LifetimeError::Fractional(_))
         ));
         assert_eq!("30m".parse::<Lifetime>().unwrap().get().as_secs(), 1800);
+        // The value as the user wrote it, not rounded to "12h" or "1s".
+        assert_eq!(
+            "43200001ms".parse::<Lifetime>().unwrap_err().to_string(),
+            "lifetime 43200001ms is longer than the maximum of 12h that Amazon Bedrock accepts"
+        );
+        assert_eq!(
+            " 1500ms".parse::<Lifetime>().unwrap_err().to_string(),
+            "lifetime 1500ms is not a whole number of seconds"
+        );
     }
 
     #[test]

@@ -208,6 +208,13 @@ impl JitterSample {
     }
 }
 
+/// How far after the checking machine's clock a key's signing instant may lie: clock
+/// skew between two machines (NTP keeps it far below; SigV4 itself tolerates 5
+/// minutes). A key signed later than that was forged, or minted on a machine whose
+/// clock is wrong, and would otherwise count as valid until a date it was never
+/// meant to reach.
+pub const MAX_SIGNED_AHEAD: Duration = Duration::from_secs(5 * 60);
+
 /// The validity window of the key the sinks hold: when it was signed and its
 /// effective expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +231,14 @@ impl Validity {
     /// The effective lifetime (zero if the expiry is not after issuance).
     pub fn lifetime(&self) -> Duration {
         self.expiry.duration_since(self.issued).unwrap_or_default()
+    }
+
+    /// How far ahead of `now` the key was signed, when that is more than
+    /// [`MAX_SIGNED_AHEAD`]: such a key is invalid whatever its expiry says (`inspect`,
+    /// `status`, `once --if-valid-for`). `None` for a key signed at most that far ahead.
+    pub fn signed_in_future(&self, now: SystemTime) -> Option<Duration> {
+        let ahead = self.issued.duration_since(now).ok()?;
+        (ahead > MAX_SIGNED_AHEAD).then_some(ahead)
     }
 }
 
@@ -760,5 +775,16 @@ mod tests {
                 _ => prop_assert!((MIN_OVERDUE_RETRY..=DEFAULT_OVERDUE_RETRY_MAX).contains(&delay)),
             }
         }
+    }
+
+    #[test]
+    fn a_key_signed_more_than_5m_ahead_is_signed_in_the_future() {
+        let t = |secs: u64| t0() + Duration::from_secs(secs);
+        let held = Validity::new(t(1000), t(4600));
+        assert_eq!(held.signed_in_future(t(1000)), None);
+        assert_eq!(held.signed_in_future(t(5000)), None);
+        // Exactly 5 minutes ahead is clock skew; a second more is not.
+        assert_eq!(held.signed_in_future(t(700)), None);
+        assert_eq!(held.signed_in_future(t(699)), Some(301 * S));
     }
 }

@@ -44,6 +44,7 @@ fn eager_command() -> clap::Command {
             "run" => super::run::RunArgs::augment_args(deferred),
             "once" => super::once::OnceArgs::augment_args(deferred),
             "mint" => super::mint::MintArgs::augment_args(deferred),
+            "token" => super::token::TokenArgs::augment_args(deferred),
             "inspect" => super::inspect::InspectArgs::augment_args(deferred),
             "status" => super::status::StatusArgs::augment_args(deferred),
             "check" => super::check::CheckArgs::augment_args(deferred),

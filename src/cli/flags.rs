@@ -89,7 +89,7 @@ pub struct SinkFlags {
     #[arg(long = "file", value_name = "PATH")]
     files: Vec<PathBuf>,
 
-    /// Format of every --file: raw (the key and a newline) or json
+    /// Format of every --file: raw (the key alone, no newline) or json
     /// ({"key","region","issued_at","expires_at"}).
     #[arg(long, value_name = "FORMAT", default_value = "raw", value_parser = parse_format)]
     file_format: FileFormat,
@@ -211,7 +211,19 @@ impl SinkFlags {
     }
 }
 
+/// `path` made absolute. A path ending in `/`, `/.` or `/..` names a directory, which
+/// making it absolute would silently turn into a file path (`/run/keys/.` →
+/// `/run/keys`): refused, as in the config file.
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {
+    let text = path.as_os_str().as_encoded_bytes();
+    let names_directory = matches!(text, b"." | b"..")
+        || [&b"/"[..], b"/.", b"/.."].iter().any(|t| text.ends_with(t));
+    if names_directory {
+        return Err(CliError::Usage(format!(
+            "{} names a directory; give the path of a file",
+            path.display()
+        )));
+    }
     std::path::absolute(path)
         .map_err(|e| CliError::Usage(format!("cannot make {} absolute: {e}", path.display())))
 }

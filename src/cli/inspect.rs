@@ -20,7 +20,8 @@ use crate::time::rfc3339;
 /// Reads the key from the argument, from stdin ("-", or when no argument is given and
 /// stdin is not a terminal), or from a file written by a sink (raw, JSON or env-file).
 /// The signature and the session token are never printed. Exits 3 when the input is
-/// not a valid key or the key has expired.
+/// not a valid key, the key has expired, or it is signed in the future (more than 5m
+/// after this machine's clock: forged, or minted with a wrong clock).
 ///
 /// Prefer "-" or --file over passing the key as an argument: arguments are visible to
 /// other users in the process list.
@@ -48,6 +49,8 @@ struct Report<'a> {
     expires_at: String,
     remaining_seconds: u64,
     expired: bool,
+    /// Signed more than 5 minutes after this machine's clock: invalid.
+    signed_in_future: bool,
     session_token: bool,
     fingerprint: String,
 }
@@ -69,12 +72,8 @@ pub fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
     };
     written.map_err(|e| CliError::Runtime(format!("cannot write to stdout: {e}")))?;
 
-    if report.expired {
-        return Err(CliError::KeyExpired(format!(
-            "the key expired at {} ({} ago)",
-            report.expires_at,
-            duration::format(now.duration_since(decoded.expires_at).unwrap_or_default())
-        )));
+    if let Some(why) = decoded.invalid_at(now) {
+        return Err(CliError::KeyExpired(format!("the key {why}")));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -88,6 +87,7 @@ fn report(decoded: &DecodedKey, fingerprint: Fingerprint, now: SystemTime) -> Re
         expires_at: rfc3339(decoded.expires_at),
         remaining_seconds: decoded.remaining(now).as_secs(),
         expired: decoded.is_expired(now),
+        signed_in_future: decoded.signed_in_future(now).is_some(),
         session_token: decoded.has_session_token,
         fingerprint: fingerprint.to_string(),
     }
@@ -99,7 +99,12 @@ fn write_text(
     decoded: &DecodedKey,
     now: SystemTime,
 ) -> std::io::Result<()> {
-    let remaining = if report.expired {
+    let remaining = if report.signed_in_future {
+        format!(
+            "{} (but signed in the future: invalid)",
+            duration::format(decoded.remaining(now))
+        )
+    } else if report.expired {
         format!(
             "expired {} ago",
             duration::format(now.duration_since(decoded.expires_at).unwrap_or_default())

@@ -10,6 +10,7 @@ mod mint;
 mod once;
 mod run;
 mod status;
+mod token;
 
 use std::process::ExitCode;
 
@@ -79,6 +80,8 @@ enum Command {
     Once(Box<once::OnceArgs>),
     /// Mint one key and print it to stdout.
     Mint(mint::MintArgs),
+    /// Print a key valid for at least --min-valid: from the sinks if one holds it, else minted.
+    Token(Box<token::TokenArgs>),
     /// Decode a key offline: region, access key id, signing time, lifetime, expiry.
     Inspect(inspect::InspectArgs),
     /// Probe: exit 0 only if every sink holds a key valid long enough.
@@ -98,6 +101,7 @@ pub enum CliError {
     Usage(String),
     #[error(transparent)]
     KeyInvalid(#[from] crate::inspect::InspectError),
+    /// `inspect`: the key expired, or is signed in the future.
     #[error("{0}")]
     KeyExpired(String),
     #[error("{0}")]
@@ -115,6 +119,10 @@ pub enum CliError {
     Runtime(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// `token`: what is particular to it (credential, mint and sink errors use the
+    /// variants above).
+    #[error(transparent)]
+    Token(crate::daemon::token::TokenError),
 }
 
 /// The sinks `once` could not write (the others were written).
@@ -162,6 +170,18 @@ impl CliError {
             Self::Sinks(_) => exit::SINK,
             Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,
             Self::Config(_) => exit::CONFIG,
+            Self::Token(e) => {
+                use crate::daemon::token::TokenError as T;
+                match e {
+                    T::Credentials(C::NoRegion { .. } | C::BadRegion(_)) => exit::CONFIG,
+                    T::Credentials(_) | T::TooShort { .. } => exit::CREDENTIALS,
+                    T::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
+                    T::Mint(_) => exit::RUNTIME,
+                    // Another caller's mint did not finish in time, or the cache that
+                    // stands in for the sink cannot be used: the key was not delivered.
+                    T::Sinks { .. } | T::Lock(_) | T::Cache { .. } => exit::SINK,
+                }
+            }
         }
     }
 }
@@ -172,6 +192,7 @@ impl Cli {
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
             Command::Mint(_)
+            | Command::Token(_)
             | Command::Inspect(_)
             | Command::Check(_)
             | Command::Completions(_)
@@ -214,6 +235,7 @@ pub type Resolved =
 pub fn run(cli: Cli, config: Option<Resolved>) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Mint(args) => mint::run(args),
+        Command::Token(args) => token::run(*args),
         Command::Inspect(args) => inspect::run(args),
         Command::Check(args) => check::run(args),
         Command::Completions(args) => completions::run(args),

@@ -156,6 +156,12 @@ fn held_everywhere(sinks: &[Arc<dyn Sink>], wanted: Duration) -> Option<Duration
             }
         };
         let decoded = crate::inspect::decode(key.expose()).ok()?;
+        if let Some(why @ crate::inspect::Invalidity::SignedInFuture { .. }) =
+            decoded.invalid_at(now)
+        {
+            tracing::warn!(sink = %sink.describe(), "the held key {why}; replacing it");
+            return None;
+        }
         let remaining = decoded.remaining(now);
         if remaining < wanted {
             return None;

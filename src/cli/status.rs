@@ -22,7 +22,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::CliError;
-use crate::inspect::{decode, extract_key};
+use crate::inspect::{Invalidity, decode, extract_key};
 use crate::key::Fingerprint;
 use crate::schedule::{RefreshPolicy, Validity};
 use crate::sink::SinkSpec;
@@ -41,7 +41,8 @@ const MAX_SINK_FILE_BYTES: u64 = 1024 * 1024;
 /// keyring), or each --file, and decodes the key offline. Without --min-valid, a
 /// config key must meet its own refresh policy, exactly as /readyz judges it (valid
 /// beyond min_remaining); a --file must stay valid for 5m. Exits 3 with one line per
-/// failing sink (missing, unreadable, not a key, expired, too little left).
+/// failing sink (missing, unreadable, not a key, expired, signed in the future, too
+/// little left).
 ///
 /// Silent on success: suited to Kubernetes exec probes in an image without a shell.
 ///
@@ -282,7 +283,9 @@ fn check(target: &Target, now: SystemTime) -> SinkReport {
     report.region = Some(decoded.region.clone());
     report.fingerprint = Some(Fingerprint::of(key.trim()).to_string());
     let left = crate::duration::format(decoded.remaining(now));
-    let verdict = if decoded.is_expired(now) {
+    let verdict = if let Some(why @ Invalidity::SignedInFuture { .. }) = decoded.invalid_at(now) {
+        Err(("invalid", why.to_string()))
+    } else if decoded.is_expired(now) {
         Err((
             "expired",
             format!(

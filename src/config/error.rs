@@ -52,6 +52,22 @@ pub struct Invalid {
     pub message: String,
 }
 
+impl Invalid {
+    /// The one constructor: the field path and the message pass through
+    /// [`crate::redact`], since both may echo what the user wrote (a key name, a
+    /// region, a value the parser quotes), and a pasted secret must not be printed
+    /// back into a terminal, a CI log or the journal.
+    pub fn new(path: &Path, line: usize, column: usize, field: &str, message: &str) -> Self {
+        Self {
+            path: path.to_owned(),
+            line,
+            column,
+            field: crate::redact::redact(field).into_owned(),
+            message: crate::redact::redact(message).into_owned(),
+        }
+    }
+}
+
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: ", self.path.display(), self.line, self.column)?;
@@ -99,13 +115,13 @@ impl SpannedError {
             let (line, _) = line_column(source, related.start);
             message.push_str(&format!(" (see line {line})"));
         }
-        ConfigError::Invalid(Box::new(Invalid {
-            path: path.to_owned(),
+        ConfigError::Invalid(Box::new(Invalid::new(
+            path,
             line,
             column,
-            field: self.field,
-            message,
-        }))
+            &self.field,
+            &message,
+        )))
     }
 }
 
@@ -123,13 +139,13 @@ pub fn from_toml(err: &toml::de::Error, path: &Path, source: &str) -> ConfigErro
         message.push_str("; ");
         message.push_str(hint);
     }
-    ConfigError::Invalid(Box::new(Invalid {
-        path: path.to_owned(),
+    ConfigError::Invalid(Box::new(Invalid::new(
+        path,
         line,
         column,
-        field: located.render(),
-        message,
-    }))
+        &located.render(),
+        &message,
+    )))
 }
 
 /// What to write instead, for fields whose TOML type is easy to get wrong.

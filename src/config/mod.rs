@@ -1050,7 +1050,7 @@ fn validate_profile(value: &Spanned<String>, field: &str) -> Result<(), SpannedE
     .map(|_| ())
 }
 
-/// An absolute path to a file: no `..`, no trailing `/`, no NUL.
+/// An absolute path to a file: no `..`, no trailing `/`, `/.` or `/..`, no NUL.
 fn validate_path(s: &str) -> Result<PathBuf, String> {
     let path = Path::new(s);
     if !path.is_absolute() {
@@ -1060,6 +1060,13 @@ fn validate_path(s: &str) -> Result<PathBuf, String> {
     }
     if s.ends_with('/') {
         return Err(format!("{s:?} names a directory; give the path of a file"));
+    }
+    // Cleaning would turn `/run/keys/.` into `/run/keys`: a directory, written over
+    // as if it were the file.
+    if let Some(tail) = ["/.", "/.."].into_iter().find(|t| s.ends_with(t)) {
+        return Err(format!(
+            "{s:?} ends in {tail:?}, so it names a directory; give the path of a file"
+        ));
     }
     if s.contains('\0') {
         return Err(format!("{s:?} contains a NUL byte"));

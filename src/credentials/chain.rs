@@ -33,7 +33,7 @@ use super::{
     CONTAINER_CONNECT_TIMEOUT, CONTAINER_READ_TIMEOUT, CONTAINER_TIMEOUT, CUSTOM_TIMEOUT,
     CredentialsError, IMDS_ATTEMPTS, IMDS_CONNECT_TIMEOUT, IMDS_READ_TIMEOUT, IMDS_TIMEOUT,
     LOCAL_TIMEOUT, PROFILE_TIMEOUT, STS_ATTEMPT_TIMEOUT, STS_CONNECT_TIMEOUT, SourceSpec,
-    WEB_IDENTITY_TIMEOUT, error_chain,
+    WEB_IDENTITY_TIMEOUT, sdk_error_text,
 };
 use crate::mint::Region;
 
@@ -168,7 +168,7 @@ pub(super) async fn check_profile_exists(profile: &str) -> Result<(), Credential
         }),
         Err(err) => Err(CredentialsError::InvalidProfile {
             profile: profile.to_owned(),
-            detail: error_chain(&err),
+            detail: sdk_error_text(&err),
         }),
     }
 }
@@ -177,7 +177,7 @@ pub(super) async fn check_profile_exists(profile: &str) -> Result<(), Credential
 /// not enabled" preamble.
 pub(super) fn not_loaded_reason(err: &SdkCredentialsError) -> String {
     match std::error::Error::source(err) {
-        Some(cause) => error_chain(cause),
+        Some(cause) => sdk_error_text(cause),
         None => "nothing configured".to_owned(),
     }
 }
@@ -396,7 +396,7 @@ pub(super) fn classify(link: &Link, err: SdkCredentialsError) -> CredentialsErro
     if let Some(classified) = classify_sts(&origin, role_hint.as_deref(), &err) {
         return classified;
     }
-    let detail = error_chain(&err);
+    let detail = sdk_error_text(&err);
     match (&err, link) {
         (SdkCredentialsError::ProviderTimedOut(_), _) => CredentialsError::Timeout {
             origin,
@@ -433,7 +433,7 @@ pub(super) fn classify_sts(
     err: &(dyn std::error::Error + 'static),
 ) -> Option<CredentialsError> {
     let code = sts_error_code(err)?;
-    let detail = error_chain(err);
+    let detail = sdk_error_text(err);
     let role = role.map_or_else(|| format!("(via {origin})"), str::to_owned);
     Some(match code.as_str() {
         // The caller may not assume the role, or STS does not accept the base keys.

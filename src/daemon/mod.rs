@@ -14,6 +14,7 @@
 //! clock and a fake wall clock.
 
 pub mod status;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

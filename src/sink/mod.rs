@@ -41,7 +41,7 @@ pub enum SinkSpec {
     Keyring(KeyringSpec),
 }
 
-/// A key file: `raw` (key + newline) or `json`.
+/// A key file: `raw` (the key alone, no newline) or `json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSpec {
     /// Absolute path of the target file.
@@ -156,7 +156,7 @@ impl FromStr for KeyringBackend {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FileFormat {
-    /// The key and a newline.
+    /// The key alone, no newline.
     #[default]
     Raw,
     /// `{"key","region","issued_at","expires_at"}`.

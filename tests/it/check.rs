@@ -187,6 +187,48 @@ fn broken_configs_exit_78_naming_file_line_and_field() {
             "maximum of 12h",
         ),
         (
+            "lifetime just over 12h, shown as written",
+            one_key(&dir, "lifetime = \"43200001ms\""),
+            3,
+            "key \"k\": lifetime",
+            "lifetime 43200001ms is longer than the maximum of 12h",
+        ),
+        (
+            "a repeated duration unit",
+            one_key(&dir, "lifetime = \"1h1h\""),
+            3,
+            "key \"k\": lifetime",
+            "\"1h1h\" gives the unit \"h\" twice",
+        ),
+        (
+            "a sink path ending in /.",
+            format!(
+                "[[key]]\nname = \"k\"\n  [[key.sink]]\n  type = \"file\"\n  path = \"{d}/.\"\n"
+            ),
+            5,
+            "key \"k\": sink[0].path",
+            "ends in \"/.\"",
+        ),
+        (
+            "a sink path ending in /..",
+            format!(
+                "[[key]]\nname = \"k\"\n  [[key.sink]]\n  type = \"env-file\"\n  path = \"{d}/..\"\n"
+            ),
+            5,
+            "key \"k\": sink[0].path",
+            "ends in \"/..\"",
+        ),
+        (
+            "a pid file ending in /.",
+            format!(
+                "{}  [[key.notify]]\n  pid_file = \"{d}/.\"\n  signal = \"HUP\"\n",
+                one_key(&dir, "")
+            ),
+            8,
+            "key \"k\": notify[0].pid_file",
+            "ends in \"/.\"",
+        ),
+        (
             "lifetime under 1s",
             one_key(&dir, "lifetime = \"500ms\""),
             3,
@@ -526,4 +568,107 @@ fn log_format_comes_from_the_config_unless_the_flag_says_otherwise() {
     let err = util::stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("bedrock-keyd: error: "), "{err}");
+}
+
+/// A secret pasted into the wrong field is not printed back (issue 13): the error
+/// still names the file, line and field, with the value replaced by a label.
+#[test]
+fn a_secret_pasted_into_a_field_is_not_echoed_in_the_error() {
+    const SECRET: &str = "pastedSecret/K7MDENG+bPxRfiCYEXAMPLE0123";
+    const KEY_ID: &str = "AKIAZZPASTEDKEYID001";
+    const TOKEN: &str = "IQoJb3JpZ2luX2VjEPastedToken//////////wEaCXVzLWVhc3QtMSJHMEUCIQD0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP";
+    for secret in [SECRET, KEY_ID, TOKEN] {
+        crate::leaks::register_secret(secret);
+    }
+    let env = TestEnv::new();
+    let dir = env.path().to_owned();
+    let sink = format!(
+        "  [[key.sink]]\n  type = \"file\"\n  path = \"{}\"\n",
+        dir.join("k.key").display()
+    );
+    // (config, line, the start of the error after the path, the label)
+    let cases = [
+        (
+            format!("[[key]]\nname = \"k\"\nregion = \"{SECRET}\"\n{sink}"),
+            3,
+            "key \"k\": region: \"[redacted secret]\" is not a region name",
+        ),
+        (
+            format!("[[key]]\nname = \"k\"\nregion = \"{TOKEN}\"\n{sink}"),
+            3,
+            "key \"k\": region: \"[redacted session token]\" is not a region name",
+        ),
+        (
+            format!("[[key]]\nname = \"{SECRET}\"\n{sink}"),
+            2,
+            "key[0].name: \"[redacted secret]\" is not a key name",
+        ),
+        // A valid name, echoed in the field path of another error.
+        (
+            format!("[[key]]\nname = \"{KEY_ID}\"\nlifetime = \"1y\"\n{sink}"),
+            3,
+            "key \"[redacted access key id]\": lifetime: \"1y\": unknown unit",
+        ),
+        (
+            format!("[[key]]\nname = \"k\"\nrole_arn = \"{SECRET}\"\n{sink}"),
+            3,
+            "key \"k\": role_arn: \"[redacted secret]\" is not an IAM role ARN",
+        ),
+        (
+            format!("[[key]]\nname = \"k\"\nlifetime = \"{SECRET}\"\n{sink}"),
+            3,
+            "key \"k\": lifetime: \"[redacted secret]\" is not a duration",
+        ),
+    ];
+    for (text, line, expected) in cases {
+        let path = write_config(&env, "c.toml", &text);
+        let out = env
+            .cmd()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = util::stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{stderr}");
+        for secret in [SECRET, KEY_ID, TOKEN] {
+            assert!(!stderr.contains(secret), "echoed: {stderr}");
+        }
+        let prefix = format!("bedrock-keyd: error: {}:{line}:", path.display());
+        let rest = stderr
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{stderr}"));
+        assert!(
+            rest.split_once(": ")
+                .is_some_and(|(_, r)| r.starts_with(expected)),
+            "expected {expected:?}:\n{stderr}"
+        );
+    }
+}
+
+/// The flags' sink and pid-file paths follow the config's rule: one ending in `/`, `/.`
+/// or `/..` names a directory and is a usage error, not cleaned into a file path
+/// (`--file /run/keys/.` once wrote a file named `/run/keys`).
+#[test]
+fn a_path_flag_naming_a_directory_is_a_usage_error() {
+    let env = TestEnv::new();
+    let dir = env.path().join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    for (flag, tail) in [
+        ("--file", "/."),
+        ("--file", "/.."),
+        ("--env-file", "/"),
+        ("--pid-file", "/."),
+    ] {
+        let path = format!("{}{tail}", dir.display());
+        let mut cmd = env.cmd_with_example_creds();
+        cmd.args(["once", "--region", "us-west-2"]);
+        if flag == "--pid-file" {
+            cmd.arg("--file").arg(dir.join("k.key"));
+        }
+        let out = cmd.args([flag, &path]).output().unwrap();
+        let stderr = util::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag} {path}: {stderr}");
+        assert!(stderr.contains("names a directory"), "{stderr}");
+    }
+    assert!(dir.is_dir() && tree(&dir).is_empty(), "{:?}", tree(&dir));
 }

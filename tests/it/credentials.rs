@@ -929,3 +929,76 @@ fn a_missing_profile_is_a_precise_error_with_exit_69() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Redaction (issue 13)
+
+/// What a failing `credential_process` prints to stderr: a password manager that
+/// echoes what it had, shaped like real credentials (fake ones).
+const LEAKY_KEY_ID: &str = "AKIAZZLEAKYPROCESS01";
+const LEAKY_SECRET: &str = "leakyProcessSecret/K7MDENG+bPxRfiCY01234";
+const LEAKY_TOKEN: &str = "IQoJb3JpZ2luX2VjELeakyProcessToken//////////wEaCXVzLWVhc3QtMSJHMEUCIQD0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP";
+
+/// A profile `leaky` whose `credential_process` prints the fake credentials above to
+/// stderr and exits 1.
+fn leaky_profile(env: &TestEnv) {
+    for secret in [LEAKY_KEY_ID, LEAKY_SECRET, LEAKY_TOKEN] {
+        crate::leaks::register_secret(secret);
+    }
+    let script = env.path().join("leaky-process.sh");
+    write_file(
+        &script,
+        &format!(
+            "#!/bin/sh\necho \"vault: login refused for {LEAKY_KEY_ID} with secret {LEAKY_SECRET} (session {LEAKY_TOKEN})\" >&2\nexit 1\n"
+        ),
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    write_file(
+        &env.home().join(".aws/config"),
+        &format!(
+            "[profile leaky]\ncredential_process = {}\nregion = eu-west-1\n",
+            script.display()
+        ),
+    );
+}
+
+fn assert_redacted(stderr: &str) {
+    assert_no_secrets(stderr, &[LEAKY_KEY_ID, LEAKY_SECRET, LEAKY_TOKEN]);
+    // The rest of the process's message is still there to act on.
+    assert!(
+        stderr.contains("vault: login refused for [redacted access key id] with secret [redacted secret] (session [redacted session token])"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_failing_credential_process_has_the_secrets_in_its_stderr_redacted() {
+    let env = TestEnv::new();
+    leaky_profile(&env);
+    let key = env.path().join("k.key");
+
+    for command in ["mint", "once"] {
+        let mut cmd = env.cmd();
+        cmd.args([command, "--profile", "leaky"]);
+        if command == "once" {
+            cmd.arg("--file").arg(&key);
+        }
+        // At the default level, as a user sees it: the final error.
+        let out = util::at_default_log_level(&mut cmd).output().unwrap();
+        assert_eq!(out.status.code(), Some(69), "{}", util::stderr(&out));
+        assert_redacted(&util::stderr(&out));
+    }
+
+    // run: the WARN of each failed attempt.
+    let mut cmd = env.cmd();
+    cmd.args(["run", "--profile", "leaky", "--file"]).arg(&key);
+    let mut daemon = crate::daemon::Daemon::start(&env, cmd);
+    daemon.poll(Duration::from_secs(20), "a failed attempt logged", |log| {
+        log.contains("login refused")
+    });
+    daemon.stop();
+    assert_redacted(&daemon.log());
+}

@@ -732,3 +732,151 @@ fn a_notify_socket_nobody_reads_does_not_stall_the_daemon() {
     );
     drop(notify);
 }
+
+// ---------------------------------------------------------------------------------
+// Probes under a connection flood (issue 13)
+
+/// Holds `idle` connections that never send a byte and `slow` ones that trickle one
+/// byte every 500 ms, reconnecting whichever the server closes (or refused), so the
+/// pressure lasts; prints `open N` once it has tried them all. Python's standard library only: it
+/// runs as `nobody`, who cannot read the test's directory or a venv under /root.
+const FLOOD: &str = r#"
+import selectors, socket, sys, time
+host, port, idle, slow, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+sel = selectors.DefaultSelector()
+missing = []
+def connect(kind):
+    try:
+        s = socket.create_connection((host, port), timeout=2)
+    except OSError:
+        missing.append(kind)
+        return
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ, kind)
+for _ in range(idle):
+    connect("idle")
+for _ in range(slow):
+    connect("slow")
+print("open", len(sel.get_map()), flush=True)
+end = time.monotonic() + seconds
+trickle = time.monotonic()
+while time.monotonic() < end:
+    retry, missing[:] = list(missing), []
+    for kind in retry:
+        connect(kind)
+    for key, _ in sel.select(timeout=0.05):
+        try:
+            data = key.fileobj.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+            connect(key.data)
+    if time.monotonic() >= trickle:
+        trickle += 0.5
+        for key in list(sel.get_map().values()):
+            if key.data == "slow":
+                try:
+                    key.fileobj.send(b"G")
+                except OSError:
+                    pass
+"#;
+
+/// The flood as an unprivileged local user: `nobody` when the tests run as root,
+/// else the test's own (already unprivileged) user.
+fn flood_command() -> Option<std::process::Command> {
+    if nix::unistd::geteuid().is_root() {
+        // The system interpreter: nobody cannot enter /root, where a venv may live.
+        let python = Path::new("/usr/bin/python3");
+        if !python.exists() || !Path::new("/usr/sbin/runuser").exists() {
+            return None;
+        }
+        let mut cmd = std::process::Command::new("/usr/sbin/runuser");
+        cmd.args(["-u", "nobody", "--"]).arg(python);
+        Some(cmd)
+    } else {
+        util::python_with("selectors").map(std::process::Command::new)
+    }
+}
+
+/// A Kubernetes liveness probe times out after 1 s by default and restarts the pod
+/// after three failures: other local users holding hundreds of idle or slow
+/// connections must not keep `/healthz` or `/readyz` from answering.
+#[test]
+fn probes_answer_within_2s_while_hundreds_of_idle_and_slow_connections_are_open() {
+    let Some(mut flood) = flood_command() else {
+        return util::skip("python3 (and runuser when root) not found for the connection flood");
+    };
+    let env = TestEnv::new();
+    let port = free_port();
+    let key = env.path().join("k.key");
+    let mut cmd = env.cmd_with_example_creds();
+    cmd.args(["run", "--region", "eu-west-1", "--lifetime", "1h", "--file"])
+        .arg(&key)
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    let daemon = Daemon::start(&env, cmd);
+    wait_for(Duration::from_secs(10), || {
+        get(port, "/readyz").filter(|r| r.0 == 200)
+    })
+    .unwrap_or_else(|| panic!("never ready\n{}", daemon.log()));
+
+    let mut attacker = flood
+        .args([
+            "-c",
+            FLOOD,
+            "127.0.0.1",
+            &port.to_string(),
+            "300",
+            "50",
+            "30",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(attacker.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(
+        line.starts_with("open "),
+        "the flood could not start: {line:?}"
+    );
+
+    // Over several seconds: the first idle connections time out meanwhile and are
+    // replaced, so the probes meet a server that is busy shedding, too.
+    let mut timings = Vec::new();
+    for _ in 0..6 {
+        for (path, body) in [("/healthz", "ok\n"), ("/readyz", "ready: 1 key fresh\n")] {
+            let started = Instant::now();
+            let answer = get(port, path);
+            let took = started.elapsed();
+            timings.push((path, took));
+            assert_eq!(
+                answer,
+                Some((200, body.to_owned())),
+                "{path} during the flood after {took:?}\n{}",
+                daemon.log()
+            );
+            assert!(
+                took < Duration::from_secs(2),
+                "{path} took {took:?} during the flood"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        attacker.try_wait().unwrap().is_none(),
+        "the flood ended early"
+    );
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    eprintln!(
+        "{} connections at first; probe timings: {timings:?}",
+        line.trim()
+    );
+    daemon.stop_cleanly(&[]);
+}

@@ -27,3 +27,4 @@ mod props;
 mod sinks;
 mod standin;
 mod status;
+mod token;

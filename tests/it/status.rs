@@ -12,6 +12,12 @@ use crate::util::{self, TestEnv};
 
 /// A key signed `ago` before now that lives `lifetime`.
 fn key_signed(ago: Duration, lifetime: Duration) -> MintedKey {
+    key_signed_at(SystemTime::now() - ago, lifetime)
+}
+
+/// A key signed at `at` (the future, too: what a machine with a wrong clock, or a
+/// forger, makes) that lives `lifetime`.
+fn key_signed_at(at: SystemTime, lifetime: Duration) -> MintedKey {
     let creds = Credentials::new(
         util::EXAMPLE_ACCESS_KEY_ID,
         util::EXAMPLE_SECRET_ACCESS_KEY,
@@ -23,7 +29,7 @@ fn key_signed(ago: Duration, lifetime: Duration) -> MintedKey {
         &creds,
         &Region::new("us-west-2").unwrap(),
         Lifetime::new(lifetime).unwrap(),
-        SystemTime::now() - ago,
+        at,
     )
     .unwrap()
 }
@@ -321,4 +327,91 @@ keyctl purge user "keyring:$ACCOUNT@bedrock-keyd-test" >/dev/null 2>&1 || true
     );
     assert!(stdout.contains("\"state\": \"valid\""), "{stdout}");
     assert!(stdout.contains("after=0"), "{stdout}");
+}
+
+/// A key whose signing time lies more than 5 minutes ahead would otherwise count as
+/// valid until long after it can have been minted (issue 13): `inspect` and `status`
+/// exit 3 saying so, `once --if-valid-for` replaces it. Up to 5 minutes is clock skew.
+#[test]
+fn a_key_signed_in_the_future_is_invalid_for_inspect_status_and_once() {
+    let env = TestEnv::new();
+    let future = env.path().join("future.key");
+    let skewed = env.path().join("skewed.key");
+    let signed_at = SystemTime::now() + HOUR;
+    std::fs::write(
+        &future,
+        keyfile::raw(&key_signed_at(signed_at, HOUR).key).as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(
+        &skewed,
+        keyfile::raw(&key_signed_at(SystemTime::now() + 2 * MIN, HOUR).key).as_bytes(),
+    )
+    .unwrap();
+    let issued = bedrock_keyd::time::rfc3339(signed_at);
+
+    let inspect = |path: &Path, json: bool| {
+        let mut cmd = env.cmd();
+        cmd.args(["inspect", "--file"]).arg(path);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let out = inspect(&future, false);
+    assert_eq!(out.status.code(), Some(3), "{}", util::stderr(&out));
+    let expected =
+        format!("bedrock-keyd: error: the key is signed in the future: issued at {issued}, ");
+    assert!(
+        util::stderr(&out).starts_with(&expected),
+        "{}",
+        util::stderr(&out)
+    );
+    assert!(util::stdout(&out).contains("but signed in the future: invalid"));
+    let out = inspect(&future, true);
+    assert_eq!(out.status.code(), Some(3));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["signed_in_future"], true);
+    let out = inspect(&skewed, true);
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["signed_in_future"], false);
+
+    let (code, _, err) = status(&env, &[], &[&future]);
+    assert_eq!(code, 3, "{err}");
+    let expected = format!(
+        "bedrock-keyd: error: file {}: is signed in the future: issued at {issued}, ",
+        future.display()
+    );
+    assert!(err.starts_with(&expected), "{err}");
+    assert_eq!(status(&env, &[], &[&skewed]).0, 0);
+
+    // once --if-valid-for does not keep it: a key signed now replaces it.
+    let out = env
+        .cmd_with_example_creds()
+        .args([
+            "once",
+            "--region",
+            "us-west-2",
+            "--lifetime",
+            "1h",
+            "--if-valid-for",
+            "5m",
+            "--file",
+        ])
+        .arg(&future)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+    assert!(
+        util::stderr(&out).contains("signed in the future"),
+        "{}",
+        util::stderr(&out)
+    );
+    let text = std::fs::read_to_string(&future).unwrap();
+    let decoded = bedrock_keyd::inspect::decode(text.trim()).unwrap();
+    assert!(
+        decoded.issued_at <= SystemTime::now(),
+        "the future key was kept"
+    );
 }
