@@ -47,7 +47,7 @@ mod http;
 mod imds;
 
 use chain::{
-    Link, build_links, check_profile_exists, classify, classify_sts, explicit_profile_not_loaded,
+    Link, build_links, check_profiles, classify, classify_sts, explicit_profile_not_loaded,
     not_loaded_reason, resolve_region, sts_timeouts,
 };
 
@@ -110,6 +110,9 @@ pub struct SourceSpec {
     pub external_id: Option<String>,
     /// With `role_arn`: the session name (default: [`DEFAULT_ROLE_SESSION_NAME`]).
     pub role_session_name: Option<String>,
+    /// The key is described in a config file (not by flags): errors then advise the
+    /// file's settings (`region = …`), not flags that a config file excludes.
+    pub from_config_file: bool,
     /// With `role_arn`: how long the role session lasts, 15 min … 12 h (default: STS's
     /// 1 h). Keys signed with a role session cannot outlive it; longer sessions need the
     /// role's `MaxSessionDuration` raised, and role chaining caps them at 1 h.
@@ -123,10 +126,15 @@ pub struct SourceSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
     #[error(
-        "no AWS region: pass --region, set AWS_REGION, or set `region` in the AWS profile{}",
+        "no AWS region: {}, set AWS_REGION, or set `region` in the AWS profile{}",
+        region_advice(*.from_config_file),
         profile_hint(.profile)
     )]
-    NoRegion { profile: Option<String> },
+    NoRegion {
+        profile: Option<String>,
+        /// The key comes from a config file, where `--region` is refused.
+        from_config_file: bool,
+    },
     #[error("the region configured for the AWS SDK is invalid: {0}")]
     BadRegion(#[from] RegionError),
     #[error("no AWS credentials found (tried: {})", .tried.join("; "))]
@@ -175,6 +183,14 @@ impl CredentialsError {
             Self::Endpoint { .. } | Self::Expired { .. } | Self::Timeout { .. } => true,
             Self::Provider { retryable, .. } => *retryable,
         }
+    }
+}
+
+fn region_advice(from_config_file: bool) -> &'static str {
+    if from_config_file {
+        "set `region = \"…\"` for the key (or in [defaults]) in the config file"
+    } else {
+        "pass --region"
     }
 }
 
@@ -366,14 +382,20 @@ impl fmt::Debug for SdkSource {
     }
 }
 
+/// For `check`: the error [`SdkSource::new`] would give for `spec` because no region
+/// can be found, when that is certain without the network (no region set, in the
+/// environment or in the profile, and instance metadata disabled). Reads the
+/// environment and the AWS config files; sends nothing.
+pub async fn check_region_offline(spec: &SourceSpec) -> Result<(), CredentialsError> {
+    chain::region_offline(spec).await
+}
+
 impl SdkSource {
-    /// Resolves the region and prepares the chain. Checks that an explicit profile
-    /// exists (so a typo is reported as such, not as a missing region). Fetches no
-    /// credentials yet.
+    /// Resolves the region and prepares the chain. Checks that the profile named by
+    /// `--profile` or `AWS_PROFILE` exists (so a typo is reported as such, not as a
+    /// missing region). Fetches no credentials yet.
     pub async fn new(spec: &SourceSpec) -> Result<Self, CredentialsError> {
-        if let Some(profile) = &spec.profile {
-            check_profile_exists(profile).await?;
-        }
+        check_profiles(spec).await?;
         let region = resolve_region(spec).await?;
         let links = build_links(spec, &region);
         Ok(Self {
@@ -1044,7 +1066,10 @@ mod tests {
     fn retryability_of_each_kind() {
         let s = String::new;
         let not = [
-            CredentialsError::NoRegion { profile: None },
+            CredentialsError::NoRegion {
+                profile: None,
+                from_config_file: false,
+            },
             CredentialsError::NotFound { tried: vec![] },
             CredentialsError::ProfileNotFound {
                 profile: s(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub enum ParseDurationError {
     #[error("empty duration; write e.g. 90s, 30m, 12h or 1h30m")]
     Empty,
-    #[error("{0:?} has no unit; write e.g. {0}s or {0}m (units: ms, s, m, h, d)")]
+    #[error("{text:?} has no unit; {advice} (units: ms, s, m, h, d)", text = .0, advice = unit_advice(.0))]
     MissingUnit(String),
     #[error("{input:?}: unknown unit {unit:?} (units: ms, s, m, h, d)")]
     UnknownUnit { input: String, unit: String },
@@ -24,6 +24,24 @@ pub enum ParseDurationError {
     Overflow(String),
     #[error("{input:?} gives the unit {unit:?} twice; write each unit once, e.g. 1h30m")]
     RepeatedUnit { input: String, unit: String },
+}
+
+/// What to write instead of a number without a unit. A bare number is most often
+/// seconds (`3600`): offer that, and the same span in larger units (`1h`), rather than
+/// reading the digits as minutes (3600m is 60 hours).
+fn unit_advice(text: &str) -> String {
+    match text.parse::<u64>() {
+        Ok(n) => {
+            let readable = format(Duration::from_secs(n));
+            if readable == format!("{n}s") {
+                format!("for seconds write {n}s")
+            } else {
+                format!("for seconds write {n}s or {readable}")
+            }
+        }
+        // A trailing number after other parts (`1h30`).
+        Err(_) => format!("write e.g. {text}s or {text}m"),
+    }
 }
 
 /// Parses `90s`, `30m`, `12h`, `1h30m`, `500ms`, `2d` (whitespace between parts allowed).
@@ -90,7 +108,12 @@ pub fn format(duration: Duration) -> String {
     let mut secs = duration.as_secs();
     let millis = duration.subsec_millis();
     if secs == 0 {
-        return format!("{millis}ms");
+        // "0s", not "0ms": a zero given as `0s` reads back as written.
+        return if millis == 0 {
+            "0s".to_owned()
+        } else {
+            format!("{millis}ms")
+        };
     }
     let mut out = String::new();
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
@@ -169,6 +192,19 @@ mod tests {
             parse("1h1h").unwrap_err().to_string(),
             "\"1h1h\" gives the unit \"h\" twice; write each unit once, e.g. 1h30m"
         );
+    }
+
+    #[test]
+    fn a_bare_number_is_offered_as_seconds() {
+        let message = |s: &str| parse(s).unwrap_err().to_string();
+        assert_eq!(
+            message("3600"),
+            "\"3600\" has no unit; for seconds write 3600s or 1h (units: ms, s, m, h, d)"
+        );
+        assert!(message("90").contains("for seconds write 90s or 1m30s"));
+        assert!(message("45").contains("for seconds write 45s ("));
+        assert!(message("1h30").contains("write e.g. 1h30s or 1h30m"));
+        assert_eq!(format(Duration::ZERO), "0s");
     }
 
     #[test]

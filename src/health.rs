@@ -467,6 +467,8 @@ pub fn render_metrics(
             single(p.open_fds as f64),
         );
     }
+    // The local proxies' counters (nothing when no key has a proxy).
+    crate::service::proxy::metrics::render(&mut out, escape);
     out
 }
 

@@ -5,7 +5,9 @@
 //! - [`mint`]: credentials + region + lifetime + instant → key (pure, via `aws-sigv4`);
 //! - [`inspect`]: key → what it says about itself (offline, strict);
 //! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
-//! - [`sink`]: where keys are delivered (file, env-file, keyring);
+//! - [`sink`]: where keys are delivered (file, env-file, keyring), one writer per target
+//!   (`sink::lock`), paths walked safely (`sink::path`), every file read bounded
+//!   (`sink::bounded`);
 //! - [`notify`]: how dependents learn about a new key (specifications, sending, debounce);
 //! - [`config`]: the config file: lookup, parsing, validation into a [`config::Config`];
 //! - [`schedule`]: when to refresh and retry, and whether a key is healthy (pure);
@@ -13,6 +15,7 @@
 //!   `token`'s read-or-mint-once ([`daemon::token`]);
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` (when `listen` is set);
 //! - [`sdnotify`]: systemd readiness, status, watchdog and reload notifications;
+//! - [`service`]: what `run` serves besides the key tasks: the local Bedrock proxy;
 //! - [`keyfile`]: the raw and JSON formats a key is written in;
 //! - [`clock`]: the injected wall clock and its jumps (suspend, clock set);
 //! - [`duration`], [`time`]: human durations and RFC 3339 timestamps;
@@ -38,6 +41,7 @@ pub mod notify;
 pub mod redact;
 pub mod schedule;
 pub mod sdnotify;
+pub mod service;
 pub mod sink;
 pub mod time;
 pub mod watch;

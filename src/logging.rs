@@ -137,7 +137,7 @@ fn from_env(default_level: &str) -> Targets {
     }
 }
 
-/// A filter that drops events above the per-target floor in [`SECRET_SAFE_FLOOR`].
+/// A filter that drops events above the per-target floor in `SECRET_SAFE_FLOOR`.
 pub fn secret_safe_floor() -> FilterFn<impl Fn(&Metadata<'_>) -> bool + Clone> {
     filter_fn(|meta| allowed(meta.target(), *meta.level()))
 }

@@ -33,6 +33,15 @@ pub const DEFAULT_JITTER: f64 = 0.1;
 /// Dependents always get a key with at least five minutes left: longer than a typical
 /// request or stream, shorter than any sensible lifetime.
 pub const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(5 * 60);
+/// The `min_remaining` in force when none is set: [`DEFAULT_MIN_REMAINING`], or a
+/// quarter of a shorter-than-20-minute `lifetime` (whole seconds, at least 1s), so
+/// that a short key asked for on purpose (`--lifetime 2m`) is not refused for a
+/// default its user never chose. A quarter leaves the rest of the lifetime for
+/// `refresh_at` and jitter.
+pub fn default_min_remaining(lifetime: Duration) -> Duration {
+    let quarter = Duration::from_secs(lifetime.as_secs() / 4).max(Duration::from_secs(1));
+    DEFAULT_MIN_REMAINING.min(quarter)
+}
 /// Jitter beyond half of the delay would make the schedule meaningless (a refresh at
 /// 0 % or 200 % of the planned delay).
 pub const MAX_JITTER: f64 = 0.5;

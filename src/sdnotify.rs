@@ -157,7 +157,7 @@ impl Systemd {
     }
 
     /// Lets queued messages (`STOPPING=1`) go out before the process exits, waiting at
-    /// most [`FLUSH_TIMEOUT`]. Call after the [`Systemd::spawn`] task has ended, since
+    /// most `FLUSH_TIMEOUT`. Call after the [`Systemd::spawn`] task has ended, since
     /// it holds a handle to the queue.
     pub fn finish(mut self) {
         self.link = None;

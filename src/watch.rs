@@ -60,9 +60,11 @@ impl Targets {
             }
         }
         let home = env("HOME").map(PathBuf::from);
+        // Events name absolute paths: a relative AWS_CONFIG_FILE would never match.
         let aws_file = |var: &str, default: &str| {
             env(var)
                 .map(PathBuf::from)
+                .map(|p| std::path::absolute(&p).unwrap_or(p))
                 .or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))
         };
         let aws_files = [
@@ -99,6 +101,20 @@ impl Targets {
             return Some(Change::AwsFiles);
         }
         None
+    }
+}
+
+/// Refuses to watch a directory on a path another user controls ([`crate::sink::path`]):
+/// they could point the watch elsewhere and make the daemon act on their events. An
+/// event only ever makes the daemon re-check (re-read the config, restore a sink), and
+/// those steps walk their paths safely themselves, so this is a second line.
+fn safe_dir(dir: &Path) -> std::io::Result<()> {
+    use crate::sink::path::{Policy, resolve};
+    let found = resolve(dir, true, Policy::Strict).map_err(|e| e.into_io())?;
+    match found.dir.stat_of(&found.name)? {
+        Some(stat) if stat.st_mode & 0o170000 == 0o040000 => Ok(()),
+        Some(_) => Err(std::io::Error::from(nix::errno::Errno::ENOTDIR)),
+        None => Err(std::io::Error::from(nix::errno::Errno::ENOENT)),
     }
 }
 
@@ -140,6 +156,17 @@ pub fn start(targets: Targets, tx: mpsc::UnboundedSender<Change>) -> notify::Res
         }
     })?;
     for dir in &dirs {
+        match safe_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(dir = %dir.display(), error = %e, "not watching");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "not watching this directory");
+                continue;
+            }
+        }
         match watcher.watch(dir, RecursiveMode::NonRecursive) {
             Ok(()) => tracing::debug!(dir = %dir.display(), "watching"),
             Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "not watching"),

@@ -3,6 +3,12 @@
 //! No side effects by design: the config is read and validated, nothing is created,
 //! no credentials are looked up, no user or group is resolved, nothing is contacted.
 //! Safe to run as `ExecStartPre=` or in CI against a config in a repository.
+//!
+//! One thing beyond the file is looked at, because it is certain from here: a key
+//! whose region can come from nowhere (no `region`, none in the environment or the
+//! AWS profile, instance metadata disabled by `AWS_EC2_METADATA_DISABLED=true`) fails
+//! as the run would, with the run's message. Where instance metadata may answer,
+//! `check` cannot know and passes.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -17,13 +23,16 @@ use crate::config::{self, Config, ConfigLocation, ConfigOrigin, KeyConfig};
 use crate::duration;
 use crate::notify::{NotifySpec, SystemdAction};
 use crate::schedule::JitterSample;
+use crate::service::proxy::{Listen, ProxySpec};
 use crate::sink::{FileAccess, FileFormat, SinkSpec};
 
 /// Validate the config file and print what the daemon would do, without doing it.
 ///
 /// Prints, per key: where credentials come from, the region, the requested lifetime,
 /// the refresh policy, the sinks and the notifications. Exits 0 when the config is
-/// valid, 78 with the file, line, column and field of the first problem otherwise.
+/// valid, 78 with the file, line, column and field of the first problem otherwise,
+/// or when a key's region can come from nowhere (none set, no AWS_REGION or
+/// AWS_DEFAULT_REGION, none in the AWS profile, and AWS_EC2_METADATA_DISABLED=true).
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Config file [default: $BEDROCK_KEYD_CONFIG, then
@@ -39,6 +48,7 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
     let (location, config) = config::locate_and_load(args.config.as_deref())?;
+    super::block_on(regions_offline(&config))??;
     let out = if args.json {
         format!("{:#}\n", plan_json(&location, &config))
     } else {
@@ -50,6 +60,19 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
         .and_then(|()| stdout.flush())
         .map_err(|e| CliError::Runtime(format!("cannot write to stdout: {e}")))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first key whose region certainly cannot be found, with the run's error.
+async fn regions_offline(config: &Config) -> Result<(), CliError> {
+    for key in &config.keys {
+        crate::credentials::check_region_offline(&key.source)
+            .await
+            .map_err(|error| CliError::KeyCredentials {
+                key: key.name.to_string(),
+                error,
+            })?;
+    }
+    Ok(())
 }
 
 fn origin(o: ConfigOrigin) -> &'static str {
@@ -131,9 +154,19 @@ fn key_text(o: &mut String, key: &KeyConfig) {
         duration::format(earliest),
         duration::format(latest)
     );
-    let _ = writeln!(o, "  sinks:");
-    for sink in &key.sinks {
-        let _ = writeln!(o, "    - {}", sink_text(sink));
+    if key.sinks.is_empty() {
+        let _ = writeln!(o, "  sinks:    none (served by its proxy only)");
+    } else {
+        let _ = writeln!(o, "  sinks:");
+        for sink in &key.sinks {
+            let _ = writeln!(o, "    - {}", sink_text(sink));
+        }
+    }
+    if !key.proxies.is_empty() {
+        let _ = writeln!(o, "  proxies (forward to Bedrock with the current key):");
+        for p in &key.proxies {
+            let _ = writeln!(o, "    - {}", proxy_text(p));
+        }
     }
     if key.notify.is_empty() {
         let _ = writeln!(o, "  notify:   nothing");
@@ -143,6 +176,33 @@ fn key_text(o: &mut String, key: &KeyConfig) {
             let _ = writeln!(o, "    - {n}");
         }
     }
+}
+
+fn proxy_text(p: &ProxySpec) -> String {
+    let scheme = if p.tls { "https" } else { "http" };
+    let mut text = match &p.listen {
+        Listen::Tcp(addr) => format!("{scheme}://{addr}"),
+        Listen::Unix { path, mode } => {
+            format!("{scheme} on unix socket {} (mode {mode})", path.display())
+        }
+    };
+    let _ = write!(
+        text,
+        " -> {}, local token in {}",
+        p.upstream.as_ref().map_or_else(
+            || "https://bedrock-runtime.<the key's region>.amazonaws.com".to_owned(),
+            ToString::to_string
+        ),
+        p.token_file.display()
+    );
+    if p.tls {
+        let (cert, _) = crate::service::proxy::tls::cert_paths(&p.token_file);
+        let _ = write!(text, ", certificate {}", cert.display());
+    }
+    if let Some(ca) = &p.ca_bundle {
+        let _ = write!(text, ", upstream CA bundle {}", ca.display());
+    }
+    text
 }
 
 fn source_text(key: &KeyConfig) -> String {
@@ -306,5 +366,13 @@ fn key_json(key: &KeyConfig) -> Value {
         },
         "sinks": sinks,
         "notify": notify,
+        "proxies": key.proxies.iter().map(|p| json!({
+            "listen": p.listen.to_string(),
+            "mode": match &p.listen { Listen::Unix { mode, .. } => Some(mode.to_string()), Listen::Tcp(_) => None },
+            "upstream": p.upstream.as_ref().map(ToString::to_string),
+            "token_file": p.token_file.display().to_string(),
+            "tls": p.tls,
+            "ca_bundle": p.ca_bundle.as_ref().map(|c| c.display().to_string()),
+        })).collect::<Vec<_>>(),
     })
 }

@@ -19,11 +19,19 @@
 //! and starts the command again with the new key; `signal:SIG` sends SIG and the
 //! command re-reads the key from a sink (so it needs one). SIGHUP, SIGINT and SIGTERM
 //! sent to bedrock-keyd are forwarded to the command (SIGHUP does not re-mint here);
-//! after SIGINT/SIGTERM, bedrock-keyd exits with the command's status once it ends.
+//! after SIGINT/SIGTERM, bedrock-keyd exits with the command's status once it ends
+//! (after SIGTERM, SIGKILL follows `--grace` later if it has not).
+//!
+//! The command leads its own process group and every signal goes to the group, so
+//! what it started (a shell's children) stops with it; after the command itself has
+//! ended on a restart or stop, the rest of the group gets until the end of the grace
+//! period, then SIGKILL. When stdin is a terminal the command stays in our group
+//! instead: a background group is stopped when it reads the terminal.
 //! When the command ends on its own, bedrock-keyd exits with its exit code, or 128+N
 //! if signal N killed it. exec does not watch sink or AWS files (`run` does).
 
 use std::ffi::OsString;
+use std::io::IsTerminal as _;
 use std::process::{ExitCode, ExitStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +43,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{CliError, block_on, flags::KeyFlags};
+use super::flags::{KeyFlags, PolicyFlags};
+use super::{CliError, block_on};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KeyConfig};
 use crate::daemon::{KeySet, OnDelivered, Runtime, StatusBoard, SystemBackend, random_jitter};
@@ -53,8 +62,10 @@ const DEFAULT_GRACE: &str = "10s";
 /// The first start waits for the first key. On each new key, restart mode (default)
 /// stops CMD gracefully (SIGTERM, --grace, then SIGKILL) and starts it again with the
 /// new key; signal:SIG mode sends SIG and CMD re-reads the key from a sink file (give
-/// --file or --env-file). SIGHUP, SIGINT and SIGTERM are forwarded to CMD. Exits with
-/// CMD's exit code (128+N when signal N killed it).
+/// --file or --env-file). SIGHUP, SIGINT and SIGTERM are forwarded to CMD (after
+/// SIGTERM, SIGKILL follows --grace later). CMD runs in its own process group (unless
+/// stdin is a terminal), and signals reach the whole group. Exits with CMD's exit
+/// code (128+N when signal N killed it).
 ///
 /// Without --config, the key flags describe the key and sinks are optional: with none,
 /// the key lives only in CMD's environment. With --config, every key of the file is
@@ -68,6 +79,9 @@ pub struct ExecArgs {
     #[command(flatten)]
     keys: KeyFlags,
 
+    #[command(flatten)]
+    policy: PolicyFlags,
+
     /// With --config: the key CMD gets [default: the config's only key].
     #[arg(long = "key", value_name = "NAME", requires = "config")]
     key_name: Option<String>,
@@ -77,7 +91,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "restart|signal:SIG", default_value = "restart", value_parser = parse_on_refresh)]
     on_refresh: OnRefresh,
 
-    /// How long a restart waits after SIGTERM before SIGKILL.
+    /// How long a restart or a stop (SIGTERM) waits after SIGTERM before SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_GRACE, value_parser = parse_duration)]
     grace: Duration,
 
@@ -87,9 +101,13 @@ pub struct ExecArgs {
 }
 
 impl ExecArgs {
-    /// The key flags, when a config file is named (`Cli::resolve_config`).
-    pub fn config_keys(&self) -> Option<&KeyFlags> {
-        self.keys.config.is_some().then_some(&self.keys)
+    /// The config `--config` names, resolved (`Cli::resolve_config`); `None` without
+    /// `--config`, when the key flags describe the key.
+    pub fn resolve_config(&self) -> Option<super::Resolved> {
+        self.keys
+            .config
+            .is_some()
+            .then(|| self.keys.resolve(&self.policy))
     }
 }
 
@@ -122,7 +140,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn resolve(args: &ExecArgs, config: Option<super::Resolved>) -> Result<(Config, String), CliError> {
     let config = match config {
         Some(resolved) => resolved?.1,
-        None => Config::single(args.keys.single_key(false)?),
+        None => Config::single(args.keys.single_key(&args.policy, false)?),
     };
     let key: &KeyConfig = match &args.key_name {
         Some(name) => config.key(name).ok_or_else(|| {
@@ -156,6 +174,8 @@ fn resolve(args: &ExecArgs, config: Option<super::Resolved>) -> Result<(Config, 
 /// `config`: the resolved `--config`, `None` for a single key given by flags.
 pub fn run(args: ExecArgs, config: Option<super::Resolved>) -> Result<ExitCode, CliError> {
     let (config, name) = resolve(&args, config)?;
+    // One writer per target, as for `run`: held until exec returns.
+    let _locks = crate::daemon::locks::HeldLocks::take_all(&config.keys)?;
     block_on(async move {
         let status = Arc::new(StatusBoard::new());
         let (tx, rx) = watch::channel(None);
@@ -258,16 +278,25 @@ impl Supervisor<'_> {
         };
 
         let mut child = self.spawn(&first)?;
-        // Set while a restart waits for the old command to end: when to SIGKILL it.
-        let mut restarting: Option<Option<Instant>> = None;
+        // Set while a restart waits for the old command to end.
+        let mut restarting = false;
         let mut stopping = false;
+        // When to SIGKILL the command (and its group) that was asked to stop.
+        let mut kill_at: Option<Instant> = None;
         loop {
             tokio::select! {
                 // The command's own end wins over a key arriving at the same moment.
                 biased;
-                status = child.wait() => {
+                status = child.process.wait() => {
                     let status = status.map_err(|e| CliError::Runtime(format!("waiting for the command: {e}")))?;
-                    if restarting.take().is_some() && !stopping {
+                    if restarting || stopping {
+                        // What the command started goes with it: nothing of the old
+                        // command outlives a restart or the end of exec.
+                        let deadline = kill_at.take().unwrap_or_else(|| Instant::now() + self.args.grace);
+                        child.end_group(deadline).await;
+                    }
+                    if restarting && !stopping {
+                        restarting = false;
                         let key = self.keys.borrow_and_update().clone();
                         let Some(key) = key else {
                             return Err(CliError::Runtime("the key vanished".to_owned()));
@@ -279,7 +308,7 @@ impl Supervisor<'_> {
                     tracing::info!(status = %describe(status), "the command ended");
                     return Ok(exit_code(status));
                 }
-                changed = self.keys.changed(), if restarting.is_none() && !stopping => {
+                changed = self.keys.changed(), if !restarting && !stopping => {
                     if changed.is_err() {
                         // The key loop ended (it does not, short of a panic): keep the
                         // command running with the key it has.
@@ -290,34 +319,36 @@ impl Supervisor<'_> {
                     match self.args.on_refresh {
                         OnRefresh::Restart => {
                             tracing::info!(grace = %crate::duration::format(self.args.grace), "new key: restarting the command (SIGTERM)");
-                            forward(&child, NixSignal::SIGTERM);
-                            restarting = Some(Some(Instant::now() + self.args.grace));
+                            child.signal(NixSignal::SIGTERM);
+                            restarting = true;
+                            kill_at = Some(Instant::now() + self.args.grace);
                         }
                         OnRefresh::Signal(sig) => {
                             self.keys.borrow_and_update();
                             tracing::info!(signal = %sig, "new key in the sinks: signalling the command");
-                            forward(&child, to_nix(sig));
+                            child.signal(to_nix(sig));
                         }
                     }
                 }
-                () = sleep_until(restarting.flatten()) => {
+                () = sleep_until(kill_at) => {
                     tracing::warn!(grace = %crate::duration::format(self.args.grace), "the command did not stop within the grace period; SIGKILL");
-                    forward(&child, NixSignal::SIGKILL);
-                    restarting = Some(None);
+                    child.signal(NixSignal::SIGKILL);
+                    kill_at = None;
                 }
                 _ = term.recv() => {
-                    tracing::info!("SIGTERM: forwarded to the command; exiting when it ends");
-                    forward(&child, NixSignal::SIGTERM);
+                    tracing::info!(grace = %crate::duration::format(self.args.grace), "SIGTERM: forwarded to the command; exiting when it ends (SIGKILL after the grace period)");
+                    child.signal(NixSignal::SIGTERM);
                     stopping = true;
+                    kill_at = Some(Instant::now() + self.args.grace);
                 }
                 _ = int.recv() => {
                     tracing::info!("SIGINT: forwarded to the command; exiting when it ends");
-                    forward(&child, NixSignal::SIGINT);
+                    child.signal(NixSignal::SIGINT);
                     stopping = true;
                 }
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: forwarded to the command");
-                    forward(&child, NixSignal::SIGHUP);
+                    child.signal(NixSignal::SIGHUP);
                 }
             }
         }
@@ -335,41 +366,94 @@ impl Supervisor<'_> {
         }
     }
 
-    fn spawn(&self, key: &EnvKey) -> Result<tokio::process::Child, CliError> {
+    fn spawn(&self, key: &EnvKey) -> Result<Running, CliError> {
         let (program, rest) = self
             .args
             .command
             .split_first()
             .ok_or_else(|| CliError::Usage("no command given after --".to_owned()))?;
-        let child = tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        command
             .args(rest)
             .env(BEARER_TOKEN_VARIABLE, key.key.expose())
-            .env("AWS_REGION", &key.region)
-            .spawn()
-            .map_err(|e| {
-                CliError::Runtime(format!("cannot start {}: {e}", program.to_string_lossy()))
-            })?;
+            .env("AWS_REGION", &key.region);
+        // Its own process group, so a restart or stop reaches what the command started
+        // (a shell's children), as consul-template and Vault Agent do. Not when stdin
+        // is a terminal: a command outside the terminal's foreground group is stopped
+        // when it reads the terminal, and Ctrl-C reaches the whole group there anyway.
+        let own_group = !std::io::stdin().is_terminal();
+        if own_group {
+            command.process_group(0);
+        }
+        let process = command.spawn().map_err(|e| {
+            CliError::Runtime(format!("cannot start {}: {e}", program.to_string_lossy()))
+        })?;
+        let pid = process
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(0);
         tracing::info!(
             command = %program.to_string_lossy(),
-            pid = child.id().unwrap_or_default(),
+            pid,
             fingerprint = %key.key.fingerprint(),
             "command started with the key in AWS_BEARER_TOKEN_BEDROCK"
         );
-        Ok(child)
+        Ok(Running {
+            process,
+            // A child's pid is never ≤ 1; checked anyway so a bug cannot signal every
+            // process (-1) or our own group (0).
+            group: (own_group && pid > 1).then(|| Pid::from_raw(pid)),
+        })
     }
 }
 
-/// Sends `sig` to the command, if it is still running.
-fn forward(child: &tokio::process::Child, sig: NixSignal) {
-    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
-        return;
-    };
-    // A child's pid is never ≤ 1; checked anyway so a bug cannot signal a group.
-    if pid <= 1 {
-        return;
+/// The command exec runs, and the process group it leads (none on a terminal).
+struct Running {
+    process: tokio::process::Child,
+    group: Option<Pid>,
+}
+
+/// How often [`Running::end_group`] looks whether the group is gone: short next to
+/// any grace period, rare enough to cost nothing.
+const GROUP_POLL: Duration = Duration::from_millis(50);
+
+impl Running {
+    /// Sends `sig` to the command's process group, or to the command alone when it has
+    /// none, if it is still there.
+    fn signal(&self, sig: NixSignal) {
+        let result = match self.group {
+            Some(group) => nix_signal::killpg(group, sig),
+            None => {
+                let Some(pid) = self.process.id().and_then(|p| i32::try_from(p).ok()) else {
+                    return;
+                };
+                if pid <= 1 {
+                    return;
+                }
+                nix_signal::kill(Pid::from_raw(pid), sig)
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(signal = %sig, error = %e, "could not signal the command (it ended?)");
+        }
     }
-    if let Err(e) = nix_signal::kill(Pid::from_raw(pid), sig) {
-        tracing::debug!(pid, signal = %sig, error = %e, "could not signal the command (it ended?)");
+
+    /// After the command itself ended on a restart or stop: waits until the rest of
+    /// its group (which got the same signal) is gone too, and SIGKILLs what is left at
+    /// `deadline`.
+    async fn end_group(&self, deadline: Instant) {
+        let Some(group) = self.group else { return };
+        // Signal 0 only tests for members: ESRCH once none is left.
+        while nix_signal::killpg(group, None).is_ok() {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "processes the command started did not stop within the grace period; SIGKILL"
+                );
+                let _ = nix_signal::killpg(group, NixSignal::SIGKILL);
+                return;
+            }
+            tokio::time::sleep(GROUP_POLL).await;
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use crate::config::{Config, ConfigLocation, KeyConfig, KeyName};
 use crate::credentials::SourceSpec;
 use crate::mint::{Lifetime, Region};
 use crate::notify::{DEFAULT_SIGNAL, NotifySpec, Signal};
-use crate::schedule::RefreshPolicy;
+use crate::schedule::{DEFAULT_JITTER, DEFAULT_REFRESH_AT, RefreshPolicy, default_min_remaining};
+use crate::service::proxy::{Listen, ProxySpec, Upstream};
 use crate::sink::{
     DEFAULT_ENV_VARIABLE, DEFAULT_KEYRING_ACCOUNT, EnvFileSpec, FileAccess, FileFormat, FileMode,
     FileSpec, KeyringBackend, KeyringSpec, SinkSpec, UserRef,
@@ -60,6 +61,7 @@ impl CredentialFlags {
             role_arn: self.role_arn.clone(),
             external_id: self.external_id.clone(),
             role_session_name: self.role_session_name.clone(),
+            from_config_file: false,
             role_session_duration: self.role_session_duration,
         }
     }
@@ -118,6 +120,7 @@ pub struct SinkFlags {
     mode: FileMode,
 
     /// Owner of every file and env-file: a user name or id (needs privileges).
+    /// Without it a written file is the daemon's own, never the replaced file's owner.
     #[arg(long, value_name = "USER")]
     owner: Option<UserRef>,
 
@@ -125,7 +128,8 @@ pub struct SinkFlags {
     #[arg(long, value_name = "GROUP")]
     group: Option<UserRef>,
 
-    /// Write through a symlink at a target path instead of refusing it.
+    /// Write through a symlink at a target path instead of refusing it (only one that
+    /// root or the daemon's user owns: another user's symlink is always refused).
     #[arg(long)]
     follow_symlinks: bool,
 
@@ -228,8 +232,101 @@ fn absolute(path: &Path) -> Result<PathBuf, CliError> {
         .map_err(|e| CliError::Usage(format!("cannot make {} absolute: {e}", path.display())))
 }
 
+/// A local Bedrock proxy for the single key of `run` (the config file's `[[key.proxy]]`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProxyFlags {
+    /// Serve a local Bedrock proxy on this loopback address and port (127.0.0.1:8790,
+    /// [::1]:8790) or unix socket (unix:/run/bedrock-keyd/bedrock.sock, mode 0600),
+    /// repeatable. Clients send `Authorization: Bearer <local token>`; each request is
+    /// forwarded to Bedrock with the current key. Names a delivery target, like --file:
+    /// no config file is read.
+    #[arg(long = "proxy", value_name = "ADDR", value_parser = parse_proxy_listen)]
+    pub proxy: Vec<Listen>,
+
+    /// Where the proxy forwards: an https origin (http for loopback only) [default:
+    /// https://bedrock-runtime.<the key's region>.amazonaws.com].
+    #[arg(long, value_name = "URL", requires = "proxy", value_parser = parse_upstream)]
+    pub proxy_upstream: Option<Upstream>,
+
+    /// The file holding the proxy's local token, created 0600 with 256 random bits if
+    /// absent (required with --proxy).
+    #[arg(long, value_name = "PATH", requires = "proxy")]
+    pub proxy_token_file: Option<PathBuf>,
+
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1, ::1 and localhost,
+    /// written beside the token file as proxy.crt (the CA bundle to give clients, e.g.
+    /// AWS_CA_BUNDLE; boto3 sends a bearer token over HTTPS only).
+    #[arg(long, requires = "proxy")]
+    pub proxy_tls: bool,
+}
+
+fn parse_proxy_listen(s: &str) -> Result<Listen, String> {
+    Listen::parse(s, None)
+}
+
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    Upstream::parse(s)
+}
+
+impl ProxyFlags {
+    /// The proxies these flags describe (none without --proxy).
+    pub fn specs(&self) -> Result<Vec<ProxySpec>, CliError> {
+        if self.proxy.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(token_file) = &self.proxy_token_file else {
+            return Err(CliError::Usage(
+                "--proxy needs --proxy-token-file PATH: the file holding the local token clients send (created with a random token if absent)".to_owned(),
+            ));
+        };
+        let token_file = absolute(token_file)?;
+        Ok(self
+            .proxy
+            .iter()
+            .map(|listen| ProxySpec {
+                listen: listen.clone(),
+                upstream: self.proxy_upstream.clone(),
+                token_file: token_file.clone(),
+                tls: self.proxy_tls,
+                ca_bundle: None,
+            })
+            .collect())
+    }
+}
+
+/// Proxy flags where they cannot apply (`once`, `mint`): accepted by the parser only
+/// to be refused with a reason, instead of clap's bare "unexpected argument".
+#[derive(Debug, Clone, Default, Args)]
+pub struct NoProxyFlags {
+    #[arg(long = "proxy", hide = true, value_name = "ADDR")]
+    proxy: Vec<String>,
+    #[arg(long = "proxy-upstream", hide = true, value_name = "URL")]
+    proxy_upstream: Option<String>,
+    #[arg(long = "proxy-token-file", hide = true, value_name = "PATH")]
+    proxy_token_file: Option<String>,
+    #[arg(long = "proxy-tls", hide = true)]
+    proxy_tls: bool,
+}
+
+impl NoProxyFlags {
+    /// A usage error naming `command` when any proxy flag was given.
+    pub fn refuse(&self, command: &str) -> Result<(), CliError> {
+        if self.proxy.is_empty()
+            && self.proxy_upstream.is_none()
+            && self.proxy_token_file.is_none()
+            && !self.proxy_tls
+        {
+            return Ok(());
+        }
+        Err(CliError::Usage(format!(
+            "`{command}` cannot serve a proxy: it exits after minting, and a proxy lives only as long as the process; use `bedrock-keyd run --proxy ADDR --proxy-token-file PATH`"
+        )))
+    }
+}
+
 /// The refresh policy of the single-key mode (the config file's `refresh_at`,
-/// `jitter`, `min_remaining`).
+/// `jitter`, `min_remaining`). Only the commands that refresh (`run`, `exec`) offer
+/// these; `once` and `mint` mint one key and pass [`PolicyFlags::default`].
 #[derive(Debug, Clone, Default, Args)]
 pub struct PolicyFlags {
     /// Re-mint when this fraction of the key's effective lifetime has passed [default: 0.5].
@@ -242,7 +339,7 @@ pub struct PolicyFlags {
     pub jitter: Option<f64>,
 
     /// Always re-mint at least this long before expiry; shorter than the lifetime
-    /// [default: 5m].
+    /// [default: 5m, or a quarter of a lifetime under 20m].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub min_remaining: Option<Duration>,
 }
@@ -275,9 +372,6 @@ pub struct KeyFlags {
     #[command(flatten)]
     pub sinks: SinkFlags,
 
-    #[command(flatten)]
-    pub policy: PolicyFlags,
-
     /// After each new key is in every sink, signal the process whose pid this file
     /// holds (re-read every time; a missing file means "not started yet", a file
     /// without a valid pid >1 is an error and signals nothing).
@@ -291,18 +385,31 @@ pub struct KeyFlags {
 }
 
 impl KeyFlags {
-    /// The config to run: one key from the flags when they name a sink, otherwise the
-    /// config file (with its location, for reloads). Key flags next to a config file
-    /// are refused rather than silently ignored.
-    pub fn resolve(&self) -> Result<(Option<ConfigLocation>, Config), CliError> {
-        if self.sinks.any() {
+    /// The config to run: one key from the flags (with the refresh `policy` flags of
+    /// the commands that have them) when they name a sink, otherwise the config file
+    /// (with its location, for reloads). Key flags next to a config file are refused
+    /// rather than silently ignored.
+    pub fn resolve(
+        &self,
+        policy: &PolicyFlags,
+    ) -> Result<(Option<ConfigLocation>, Config), CliError> {
+        self.resolve_with_proxies(policy, Vec::new())
+    }
+
+    /// [`KeyFlags::resolve`] for `run`, whose `--proxy` also names a delivery target.
+    pub fn resolve_with_proxies(
+        &self,
+        policy: &PolicyFlags,
+        proxies: Vec<ProxySpec>,
+    ) -> Result<(Option<ConfigLocation>, Config), CliError> {
+        if self.sinks.any() || !proxies.is_empty() {
             if let Some(path) = &self.config {
                 return Err(CliError::Usage(format!(
-                    "--config {} and sink flags (--file, --env-file, --keyring) exclude each other: the flags describe a single key without a config file",
+                    "--config {} and delivery flags (--file, --env-file, --keyring, --proxy) exclude each other: the flags describe a single key without a config file; with a config file, add [[key.sink]] or [[key.proxy]] there",
                     path.display()
                 )));
             }
-            return self.single().map(|c| (None, c));
+            return self.single(policy, proxies).map(|c| (None, c));
         }
         let given: Vec<&str> = [
             ("--region", self.credentials.region.is_some()),
@@ -310,17 +417,22 @@ impl KeyFlags {
             ("--role-arn", self.credentials.role_arn.is_some()),
             ("--lifetime", self.lifetime.is_some()),
             ("--name", self.name.is_some()),
-            ("--refresh-at", self.policy.refresh_at.is_some()),
-            ("--jitter", self.policy.jitter.is_some()),
-            ("--min-remaining", self.policy.min_remaining.is_some()),
+            ("--refresh-at", policy.refresh_at.is_some()),
+            ("--jitter", policy.jitter.is_some()),
+            ("--min-remaining", policy.min_remaining.is_some()),
             ("--pid-file", self.pid_file.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, set)| set.then_some(flag))
         .collect();
         if !given.is_empty() {
+            let (verb, them) = if given.len() == 1 {
+                ("applies", "it")
+            } else {
+                ("apply", "them")
+            };
             return Err(CliError::Usage(format!(
-                "{} only apply to a single key given by --file, --env-file or --keyring; with a config file, set them there",
+                "{} only {verb} to a single key given by --file, --env-file or --keyring; with a config file, set {them} there",
                 given.join(", ")
             )));
         }
@@ -328,20 +440,35 @@ impl KeyFlags {
         Ok((Some(location), config))
     }
 
-    fn single(&self) -> Result<Config, CliError> {
-        self.single_key(true).map(Config::single)
+    fn single(&self, policy: &PolicyFlags, proxies: Vec<ProxySpec>) -> Result<Config, CliError> {
+        // Sinks are optional when a proxy serves the key.
+        let key = self.single_key(policy, proxies.is_empty())?;
+        Ok(Config::single(KeyConfig { proxies, ..key }))
     }
 
     /// The one key the flags describe. Without `sinks_required` (exec), no sink flag
     /// means a key that lives only in memory.
-    pub fn single_key(&self, sinks_required: bool) -> Result<KeyConfig, CliError> {
-        let defaults = RefreshPolicy::default();
+    pub fn single_key(
+        &self,
+        policy: &PolicyFlags,
+        sinks_required: bool,
+    ) -> Result<KeyConfig, CliError> {
+        let lifetime = self.lifetime.unwrap_or(Lifetime::MAX);
+        // Only a min_remaining the user gave can be too long; the default fits.
+        if let Some(min) = policy.min_remaining
+            && min >= lifetime.get()
+        {
+            return Err(CliError::Usage(format!(
+                "--min-remaining {} must be shorter than the lifetime {lifetime}: a key is re-minted at least that long before it expires",
+                crate::duration::format(min)
+            )));
+        }
         let policy = RefreshPolicy::new(
-            self.policy.refresh_at.unwrap_or(defaults.refresh_at()),
-            self.policy.jitter.unwrap_or(defaults.jitter()),
-            self.policy
+            policy.refresh_at.unwrap_or(DEFAULT_REFRESH_AT),
+            policy.jitter.unwrap_or(DEFAULT_JITTER),
+            policy
                 .min_remaining
-                .unwrap_or(defaults.min_remaining()),
+                .unwrap_or_else(|| default_min_remaining(lifetime.get())),
         )
         .map_err(|e| CliError::Usage(format!("refresh policy: {e}")))?;
         let name = match &self.name {
@@ -355,7 +482,6 @@ impl KeyFlags {
             }],
             None => Vec::new(),
         };
-        let lifetime = self.lifetime.unwrap_or(Lifetime::MAX);
         let source = self.credentials.source_spec();
         if !sinks_required && !self.sinks.any() {
             return KeyConfig::without_sinks(name, source, lifetime, policy, notify)

@@ -1,6 +1,6 @@
 //! `bedrock-keyd inspect`: decode a key offline.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -24,7 +24,8 @@ use crate::time::rfc3339;
 /// after this machine's clock: forged, or minted with a wrong clock).
 ///
 /// Prefer "-" or --file over passing the key as an argument: arguments are visible to
-/// other users in the process list.
+/// other users in the process list. An argument that names a file is refused with a
+/// pointer to --file.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The key, or "-" to read it from stdin.
@@ -135,14 +136,22 @@ fn write_text(
     writeln!(out, "fingerprint:    {}", report.fingerprint)
 }
 
+/// The most `inspect` reads from a file or stdin: a key is 1-2 KiB and a key file
+/// or env-file a little more; the cap keeps `inspect - </dev/zero` from growing
+/// without end.
+const MAX_INPUT_BYTES: u64 = 64 * 1024;
+
 fn read_input(args: &InspectArgs) -> Result<Zeroizing<String>, CliError> {
     if let Some(path) = &args.file {
-        return std::fs::read_to_string(path)
-            .map(Zeroizing::new)
-            .map_err(|e| CliError::KeyUnreadable(format!("cannot read {}: {e}", path.display())));
+        let bytes = crate::sink::bounded::read_path(path, MAX_INPUT_BYTES)
+            .map_err(|e| CliError::KeyUnreadable(format!("cannot read {}: {e}", path.display())))?;
+        return text(bytes, &path.display().to_string());
     }
     match args.key.as_deref() {
         Some("-") => read_stdin(),
+        Some(arg) if looks_like_path(arg) => Err(CliError::Usage(format!(
+            "{arg:?} looks like a file, not a key: read a key file with --file {arg}"
+        ))),
         Some(key) => Ok(Zeroizing::new(key.to_owned())),
         None if std::io::stdin().is_terminal() => Err(CliError::Usage(
             "no key given: pass KEY, \"-\" to read stdin, or --file PATH".to_owned(),
@@ -151,10 +160,34 @@ fn read_input(args: &InspectArgs) -> Result<Zeroizing<String>, CliError> {
     }
 }
 
+/// Whether the KEY argument is a path given by mistake (`inspect k.raw`): not a key
+/// (no key prefix), and an existing file or short and path-shaped. A real key is over
+/// a thousand characters, so a key pasted without its prefix is never echoed back.
+fn looks_like_path(arg: &str) -> bool {
+    /// Longer than any path anyone types; far shorter than a key.
+    const MAX_PATH_LIKE: usize = 256;
+    if arg.starts_with(crate::key::KEY_PREFIX) || arg.len() > MAX_PATH_LIKE {
+        return false;
+    }
+    let path = std::path::Path::new(arg);
+    path.exists() || arg.contains('/') || path.extension().is_some()
+}
+
 fn read_stdin() -> Result<Zeroizing<String>, CliError> {
-    let mut text = Zeroizing::new(String::new());
-    std::io::stdin()
-        .read_to_string(&mut text)
+    let bytes = crate::sink::bounded::read_stream(std::io::stdin().lock(), MAX_INPUT_BYTES)
         .map_err(|e| CliError::KeyUnreadable(format!("cannot read the key from stdin: {e}")))?;
-    Ok(text)
+    text(bytes, "stdin")
+}
+
+fn text(bytes: Zeroizing<Vec<u8>>, from: &str) -> Result<Zeroizing<String>, CliError> {
+    match String::from_utf8(bytes.to_vec()) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) => {
+            let mut rejected = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut rejected);
+            Err(CliError::KeyUnreadable(format!(
+                "cannot read {from}: not UTF-8 text"
+            )))
+        }
+    }
 }

@@ -34,6 +34,9 @@ pub struct MintArgs {
     /// env: AWS_BEARER_TOKEN_BEDROCK=<key>.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     format: Format,
+
+    #[command(flatten)]
+    no_proxy: super::flags::NoProxyFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,6 +47,7 @@ enum Format {
 }
 
 pub fn run(args: MintArgs) -> Result<ExitCode, CliError> {
+    args.no_proxy.refuse("mint")?;
     let spec = args.credentials.source_spec();
     let lifetime = args.lifetime;
     let (credentials, region) = block_on(async {

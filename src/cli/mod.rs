@@ -16,8 +16,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use flags::KeyFlags;
-
 pub use flags::CredentialFlags;
 
 /// Exit codes of the contract; `main` returns one of these.
@@ -111,10 +109,19 @@ pub enum CliError {
     Probe(String),
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialsError),
+    /// `check`: a key the run would fail for, with that failure.
+    #[error("key {key:?}: {error}")]
+    KeyCredentials {
+        key: String,
+        error: crate::credentials::CredentialsError,
+    },
     #[error(transparent)]
     Mint(#[from] crate::mint::MintError),
     #[error(transparent)]
     Sinks(SinkFailures),
+    /// A target is held by another writer (`run` at start, `once` after its wait).
+    #[error(transparent)]
+    Locked(#[from] crate::sink::lock::LockError),
     #[error("{0}")]
     Runtime(String),
     #[error(transparent)]
@@ -164,10 +171,14 @@ impl CliError {
             Self::KeyInvalid(_) | Self::KeyExpired(_) | Self::KeyUnreadable(_) | Self::Probe(_) => {
                 exit::KEY_INVALID
             }
-            Self::Credentials(C::NoRegion { .. } | C::BadRegion(_)) => exit::CONFIG,
-            Self::Credentials(_) => exit::CREDENTIALS,
+            Self::Credentials(C::NoRegion { .. } | C::BadRegion(_))
+            | Self::KeyCredentials {
+                error: C::NoRegion { .. } | C::BadRegion(_),
+                ..
+            } => exit::CONFIG,
+            Self::Credentials(_) | Self::KeyCredentials { .. } => exit::CREDENTIALS,
             Self::Mint(crate::mint::MintError::CredentialsExpired { .. }) => exit::CREDENTIALS,
-            Self::Sinks(_) => exit::SINK,
+            Self::Sinks(_) | Self::Locked(_) => exit::SINK,
             Self::Mint(_) | Self::Runtime(_) => exit::RUNTIME,
             Self::Config(_) => exit::CONFIG,
             Self::Token(e) => {
@@ -208,9 +219,9 @@ impl Cli {
     /// is kept for the command to report.
     pub fn resolve_config(&self) -> Option<Resolved> {
         match &self.command {
-            Command::Run(args) => Some(args.keys().resolve()),
-            Command::Once(args) => Some(args.keys().resolve()),
-            Command::Exec(args) => args.config_keys().map(KeyFlags::resolve),
+            Command::Run(args) => Some(args.resolve()),
+            Command::Once(args) => Some(args.resolve()),
+            Command::Exec(args) => args.resolve_config(),
             _ => None,
         }
     }
@@ -240,15 +251,15 @@ pub fn run(cli: Cli, config: Option<Resolved>) -> Result<ExitCode, CliError> {
         Command::Check(args) => check::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Once(args) => {
-            let config = config.unwrap_or_else(|| args.keys().resolve());
+            let config = config.unwrap_or_else(|| args.resolve());
             once::run(*args, config)
         }
         Command::Run(args) => {
-            let config = config.unwrap_or_else(|| args.keys().resolve());
+            let config = config.unwrap_or_else(|| args.resolve());
             run::run(*args, config)
         }
         Command::Exec(args) => {
-            let config = config.or_else(|| args.config_keys().map(KeyFlags::resolve));
+            let config = config.or_else(|| args.resolve_config());
             exec::run(*args, config)
         }
         Command::Status(args) => status::run(args),

@@ -17,10 +17,12 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::{CliError, block_on, flags::KeyFlags};
+use super::flags::{KeyFlags, NoProxyFlags, PolicyFlags};
+use super::{CliError, block_on};
 use crate::config::KeyConfig;
 use crate::credentials::{CredentialSource, SdkSource};
 use crate::daemon::StatusBoard;
+use crate::daemon::locks::ONCE_LOCK_WAIT;
 use crate::daemon::{RefreshError, deliver_here};
 use crate::mint::mint;
 use crate::notify::Dependents;
@@ -51,11 +53,16 @@ pub struct OnceArgs {
     /// least this long (e.g. 30m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     if_valid_for: Option<Duration>,
+
+    #[command(flatten)]
+    no_proxy: NoProxyFlags,
 }
 
 impl OnceArgs {
-    pub fn keys(&self) -> &KeyFlags {
-        &self.keys
+    /// The config to run: the file, or the single key the flags describe. `once`
+    /// refreshes nothing, so it has no refresh flags: the defaults stand in.
+    pub fn resolve(&self) -> super::Resolved {
+        self.keys.resolve(&PolicyFlags::default())
     }
 }
 
@@ -65,7 +72,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn run(args: OnceArgs, config: super::Resolved) -> Result<ExitCode, CliError> {
     // Usage and config errors first: nothing is minted for a setup that cannot work.
+    args.no_proxy.refuse("once")?;
     let (_, config) = config?;
+    // A key served only by a proxy has nothing to write: `once` skips it (its proxy
+    // lives in `run`), and refuses a config where that leaves nothing to do.
+    if config.keys.iter().all(|k| k.sinks.is_empty()) {
+        return Err(CliError::Usage(
+            "nothing to write: every key has only [[key.proxy]] and no [[key.sink]]; a proxy is served by `bedrock-keyd run`".to_owned(),
+        ));
+    }
     block_on(async {
         let mut first_error = None;
         let status = Arc::new(StatusBoard::new());
@@ -76,6 +91,12 @@ pub fn run(args: OnceArgs, config: super::Resolved) -> Result<ExitCode, CliError
         for key in &config.keys {
             let span = tracing::info_span!("key", key = %key.name);
             let _enter = span.enter();
+            if key.sinks.is_empty() {
+                tracing::info!(
+                    "no sink, only a proxy: nothing to write; skipped (`run` serves the proxy)"
+                );
+                continue;
+            }
             if let Err(e) = once(key, args.if_valid_for, &dependents).await {
                 if config.keys.len() > 1 {
                     tracing::error!(error = %crate::credentials::error_chain(&e), "key not delivered");
@@ -119,8 +140,15 @@ async fn once(
         SystemTime::now(),
     )?;
     crate::mint::log_minted(&minted);
-    // On this thread: `once` has nothing to do while the sinks are written.
-    match deliver_here(&sinks, &minted) {
+    // One writer per target: another `once` or a daemon may be writing it now. Held
+    // (on this thread, which has nothing else to do) until the key is delivered.
+    let locks = crate::daemon::locks::take_within(
+        &crate::daemon::locks::targets(&key.sinks),
+        ONCE_LOCK_WAIT,
+    )?;
+    let delivered = deliver_here(&sinks, &minted);
+    drop(locks);
+    match delivered {
         Ok(_) => {}
         Err(RefreshError::Sinks(failures)) => {
             return Err(CliError::Sinks(super::SinkFailures {

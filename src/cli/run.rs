@@ -2,8 +2,8 @@
 //!
 //! Starts one task per key (see [`crate::daemon`]) and then only routes events:
 //! - SIGTERM/SIGINT: stop every key task after the write in progress, exit 0;
-//! - SIGHUP: re-read the config (an invalid one is logged and ignored, the running
-//!   one stays) and re-mint every key now;
+//! - SIGHUP: re-read the config and re-mint every key now (an invalid config is
+//!   logged and rejected: the running one stays, and its keys are re-minted);
 //! - the config file changed on disk: reload as for SIGHUP when the new config
 //!   differs from the running one (keys restart, which re-mints them);
 //! - a sink file was deleted or altered: write the current key back;
@@ -17,7 +17,9 @@
 //! complete delivery of every key, reloads are bracketed by `RELOADING=1`/`READY=1`,
 //! and shutdown starts with `STOPPING=1`. With `listen` set, [`crate::health`] serves
 //! `/healthz`, `/readyz` and `/metrics` (bound once at start; a reload that changes
-//! `listen` is logged and takes effect at the next start).
+//! `listen` is logged and takes effect at the next start). Keys with proxies get them
+//! from [`crate::service::proxy`], bound at start the same way; the daemon publishes
+//! each delivered key to them ([`crate::service::proxy::Publish`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -31,15 +33,18 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{CliError, block_on, flags::KeyFlags};
+use super::flags::{KeyFlags, PolicyFlags, ProxyFlags};
+use super::{CliError, block_on};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigLocation};
+use crate::daemon::locks::HeldLocks;
 use crate::daemon::{
     Backend, Command, KeySet, OnDelivered, Runtime, StatusBoard, SystemBackend, random_jitter,
 };
 use crate::notify::Dependents;
 use crate::schedule::Backoff;
 use crate::sdnotify::Systemd;
+use crate::service::proxy::{CurrentKeys, Proxies, Publish};
 use crate::watch::{self, Change, Targets, Watches};
 
 /// Editors replace a file in several steps; reload once they are done.
@@ -63,6 +68,10 @@ const AWS_FILES_DEBOUNCE: Duration = Duration::from_secs(1);
 /// --pid-file/--signal) are told, at most once per second per key (a burst of
 /// refreshes gives one notification, of the latest key).
 ///
+/// With --proxy (or [[key.proxy]]), also serves a local Bedrock endpoint per key:
+/// clients send a constant local token and each request is forwarded with the current
+/// key, so programs that read a key only once never see it expire.
+///
 /// Signals: SIGHUP reloads the config and re-mints now; SIGTERM/SIGINT finish any
 /// write in progress and exit 0.
 ///
@@ -71,6 +80,12 @@ const AWS_FILES_DEBOUNCE: Duration = Duration::from_secs(1);
 pub struct RunArgs {
     #[command(flatten)]
     keys: KeyFlags,
+
+    #[command(flatten)]
+    policy: PolicyFlags,
+
+    #[command(flatten)]
+    proxy: ProxyFlags,
 
     /// Serve /healthz, /readyz and /metrics on this IP address and port, e.g.
     /// 127.0.0.1:9464 (single-key mode; with a config file, set `listen` there)
@@ -93,8 +108,11 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 impl RunArgs {
-    pub fn keys(&self) -> &KeyFlags {
-        &self.keys
+    /// The config to run: the key flags (with `--proxy` as a delivery target) or the
+    /// config file.
+    pub fn resolve(&self) -> super::Resolved {
+        self.keys
+            .resolve_with_proxies(&self.policy, self.proxy.specs()?)
     }
 }
 
@@ -111,15 +129,20 @@ pub fn run(args: RunArgs, config: super::Resolved) -> Result<ExitCode, CliError>
     }
     block_on(async move {
         let status = Arc::new(StatusBoard::new());
+        let current = Arc::new(CurrentKeys::default());
         let rt = Runtime {
             backend: Arc::new(SystemBackend::default()),
-            dependents: Arc::new(Dependents::new(status.clone())),
+            // Proxies get each key as soon as every sink holds it; dependents after.
+            dependents: Arc::new(Publish {
+                keys: current.clone(),
+                inner: Dependents::new(status.clone()),
+            }),
             clock: Arc::new(SystemClock::new()) as Arc<dyn Clock>,
             jitter: random_jitter(),
             status,
             backoff: Backoff::default(),
         };
-        serve(rt, location, config).await
+        serve(rt, location, config, &current).await
     })?
 }
 
@@ -128,11 +151,14 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     rt: Runtime<B, D>,
     location: Option<ConfigLocation>,
     config: Config,
+    current: &CurrentKeys,
 ) -> Result<ExitCode, CliError> {
     let signal_error = |e: std::io::Error| CliError::Runtime(format!("cannot handle signals: {e}"));
     let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut hup = signal(SignalKind::hangup()).map_err(signal_error)?;
+    // One writer per target: a second daemon on one of ours stops here, naming us.
+    let locks = HeldLocks::take_all(&config.keys)?;
 
     // Bound before any key starts, so a taken port fails the start at once.
     let health = match config.listen {
@@ -143,6 +169,12 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         ),
         None => None,
     };
+    // Bound before any key starts too: a taken port or a bad token file fails the
+    // start, and a client never finds the port closed while the first key is minted
+    // (it gets 503 until then).
+    let proxies = Proxies::start(&config.keys, current, rt.clock.clone())
+        .await
+        .map_err(|e| CliError::Runtime(crate::credentials::error_chain(&e)))?;
     let systemd = Systemd::from_env();
 
     let config_path = location.as_ref().map(|l| l.path.clone());
@@ -151,6 +183,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
         keys: KeySet::start(&rt, &config.keys),
         watches: start_watches(config_path.as_deref(), &config, tx.clone()),
         config,
+        locks,
     };
     let notifier = systemd.spawn(rt.status.clone(), rt.clock.clone());
     tracing::info!(
@@ -216,6 +249,7 @@ pub async fn serve<B: Backend, D: OnDelivered>(
     }
     drop(state.watches);
     state.keys.stop().await;
+    proxies.stop().await;
     for task in [notifier, health].into_iter().flatten() {
         task.abort();
         // Returns once the task is gone (it holds the notifier's queue).
@@ -230,6 +264,8 @@ struct State {
     config: Config,
     keys: KeySet,
     watches: Option<Watches>,
+    /// The target locks of `config`'s sinks, held while it runs.
+    locks: HeldLocks,
 }
 
 impl State {
@@ -252,7 +288,14 @@ impl State {
         let new = match crate::config::load(path) {
             Ok(new) => new,
             Err(e) => {
-                tracing::error!(error = %e, "config reload rejected; the running config stays");
+                if forced {
+                    // SIGHUP promises a re-mint; a broken edit on disk must not take
+                    // that away: the running config's keys are minted anew.
+                    tracing::error!(error = %e, "config reload rejected; re-minting every key with the running config");
+                    self.keys.broadcast(Command::ReloadCredentials);
+                } else {
+                    tracing::error!(error = %e, "config reload rejected; the running config stays");
+                }
                 return;
             }
         };
@@ -264,11 +307,33 @@ impl State {
             }
             return;
         }
+        // The targets it adds are ours before anything stops: a reload onto a target
+        // another writer holds is rejected like an invalid config.
+        let added = match self.locks.take_added(&new.keys) {
+            Ok(added) => added,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload rejected; the running config stays");
+                return;
+            }
+        };
         let keys = std::mem::replace(&mut self.keys, KeySet::empty());
         keys.stop().await;
         rt.backend.reset().await;
+        self.locks.replace(&new.keys, added);
         self.keys = KeySet::start(rt, &new.keys);
         self.watches = start_watches(Some(path), &new, tx.clone());
+        let proxies = |c: &Config| -> Vec<_> {
+            c.keys
+                .iter()
+                .map(|k| (k.name.clone(), k.proxies.clone()))
+                .collect()
+        };
+        if proxies(&new) != proxies(&self.config) {
+            // Like `listen`: clients keep a working endpoint until a deliberate restart.
+            tracing::warn!(
+                "the proxies changed; they keep their addresses and settings until a restart"
+            );
+        }
         if new.listen != self.config.listen {
             // The listener is bound once at start and not rebound: scrapers keep a
             // working target until an operator restarts on purpose.

@@ -31,9 +31,8 @@ use crate::time::rfc3339;
 /// With `--file` there is no policy to ask: five minutes is the contract's default
 /// `min_remaining`, so a plain `status --file` agrees with a default daemon.
 pub const DEFAULT_FILE_MIN_VALID: Duration = crate::schedule::DEFAULT_MIN_REMAINING;
-/// A key file is a few hundred bytes (an env-file a few KiB); a larger file is not
-/// one of ours and is not read whole into memory.
-const MAX_SINK_FILE_BYTES: u64 = 1024 * 1024;
+/// The sinks' own limit: a larger file is not one of ours and is not read.
+const MAX_SINK_FILE_BYTES: u64 = crate::sink::atomic::MAX_SINK_FILE_BYTES;
 
 /// Probe: exit 0 only if every sink holds a key valid long enough.
 ///
@@ -68,7 +67,8 @@ pub struct StatusArgs {
     #[arg(long)]
     json: bool,
 
-    /// Print one line per sink on stdout, also when all is well.
+    /// Also print a line per sink that passes ("ok: …") on stdout; failing sinks are
+    /// reported once, on stderr, as without -v.
     #[arg(long, short = 'v')]
     verbose: bool,
 }
@@ -95,8 +95,9 @@ enum Source {
 
 #[derive(Clone, Copy)]
 enum Rule {
-    /// Valid for at least this long.
-    MinValid(Duration),
+    /// Valid for at least this long: `--min-valid`, or the default for `--file`
+    /// (`given` false), which the message must not present as a flag the user gave.
+    MinValid { min: Duration, given: bool },
     /// The key's own policy, as `/readyz`.
     Policy(RefreshPolicy),
 }
@@ -148,10 +149,11 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
             .map_err(std::io::Error::other)
             .and_then(|s| writeln!(out, "{s}"))
     } else if args.verbose {
-        reports.iter().try_for_each(|r| {
-            let verdict = if r.ok { "ok" } else { "FAIL" };
-            writeln!(out, "{verdict}: {}", line(r))
-        })
+        // Failures are reported once, as the error on stderr (one line each).
+        reports
+            .iter()
+            .filter(|r| r.ok)
+            .try_for_each(|r| writeln!(out, "ok: {}", line(r)))
     } else {
         Ok(())
     };
@@ -187,7 +189,10 @@ fn line(r: &SinkReport) -> String {
 
 fn targets(args: &StatusArgs) -> Result<Vec<Target>, CliError> {
     if !args.files.is_empty() {
-        let rule = Rule::MinValid(args.min_valid.unwrap_or(DEFAULT_FILE_MIN_VALID));
+        let rule = Rule::MinValid {
+            min: args.min_valid.unwrap_or(DEFAULT_FILE_MIN_VALID),
+            given: args.min_valid.is_some(),
+        };
         return Ok(args
             .files
             .iter()
@@ -202,10 +207,17 @@ fn targets(args: &StatusArgs) -> Result<Vec<Target>, CliError> {
             .collect());
     }
     let (_, config) = crate::config::locate_and_load(args.config.as_deref())?;
+    // Keys served only by a proxy hold their key in the daemon's memory: nothing here
+    // can read it. A probe that checked nothing must not pass.
+    if config.keys.iter().all(|k| k.sinks.is_empty()) {
+        return Err(CliError::Usage(
+            "nothing to probe: no key has a sink (only [[key.proxy]]); probe the daemon's /readyz instead".to_owned(),
+        ));
+    }
     let mut targets = Vec::new();
     for key in &config.keys {
         let rule = match args.min_valid {
-            Some(d) => Rule::MinValid(d),
+            Some(min) => Rule::MinValid { min, given: true },
             None => Rule::Policy(key.policy),
         };
         for sink in &key.sinks {
@@ -296,15 +308,19 @@ fn check(target: &Target, now: SystemTime) -> SinkReport {
         ))
     } else {
         match target.rule {
-            Rule::MinValid(min) if decoded.remaining(now) < min => Err((
+            Rule::MinValid { min, given } if decoded.remaining(now) < min => Err((
                 "short",
                 format!(
-                    "only {left} left (expires at {}), less than --min-valid {}",
+                    "only {left} left (expires at {}), less than {}",
                     rfc3339(decoded.expires_at),
-                    crate::duration::format(min)
+                    if given {
+                        format!("--min-valid {}", crate::duration::format(min))
+                    } else {
+                        format!("{} (the default --min-valid)", crate::duration::format(min))
+                    }
                 ),
             )),
-            Rule::MinValid(_) => Ok(()),
+            Rule::MinValid { .. } => Ok(()),
             Rule::Policy(policy) => {
                 let held = Validity::new(decoded.issued_at, decoded.expires_at);
                 match crate::health::unready_reason(now, Some(held), &policy) {
@@ -343,20 +359,12 @@ fn read_file(
             ("unreadable", format!("cannot read it: {e}"))
         }
     };
-    let meta = std::fs::metadata(path).map_err(unreadable)?;
-    if !meta.is_file() {
-        return Err(("unreadable", "not a regular file".to_owned()));
-    }
-    if meta.len() > MAX_SINK_FILE_BYTES {
-        return Err((
-            "invalid",
-            format!(
-                "holds no valid key: {} bytes is too large for a key file",
-                meta.len()
-            ),
-        ));
-    }
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(unreadable)?);
+    let bytes =
+        crate::sink::bounded::read_path(path, MAX_SINK_FILE_BYTES).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => ("unreadable", e.to_string()),
+            std::io::ErrorKind::InvalidData => ("invalid", format!("holds no valid key: {e}")),
+            _ => unreadable(e),
+        })?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ("invalid", "holds no valid key: not UTF-8 text".to_owned()))?;
     if let Some(var) = variable {

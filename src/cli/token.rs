@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use zeroize::Zeroizing;
 
-use super::{CliError, block_on, flags::KeyFlags};
+use super::flags::{KeyFlags, PolicyFlags};
+use super::{CliError, block_on};
 use crate::config::{ConfigError, KeyConfig};
 use crate::daemon::StatusBoard;
 use crate::daemon::token::{self, TokenError};
@@ -58,6 +59,9 @@ pub struct TokenArgs {
     /// "headers"}, the shape desktop AI clients' credential helpers read.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     format: Format,
+
+    #[command(flatten)]
+    no_proxy: super::flags::NoProxyFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,6 +77,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
+    args.no_proxy.refuse("token")?;
     let (key, cache) = which_key(&args)?;
     if args.min_valid > key.lifetime.get() {
         return Err(CliError::Usage(format!(
@@ -150,21 +155,10 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
 /// The key to serve, and the cache file standing in for its sink when it has none.
 fn which_key(args: &TokenArgs) -> Result<(KeyConfig, Option<PathBuf>), CliError> {
     let flags = &args.keys;
-    let policy: Vec<&str> = [
-        ("--refresh-at", flags.policy.refresh_at.is_some()),
-        ("--jitter", flags.policy.jitter.is_some()),
-        ("--min-remaining", flags.policy.min_remaining.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(flag, set)| set.then_some(flag))
-    .collect();
-    if !policy.is_empty() {
-        return Err(CliError::Usage(format!(
-            "{} {} not apply to token, which keeps no schedule: use --min-valid",
-            policy.join(", "),
-            if policy.len() == 1 { "does" } else { "do" }
-        )));
-    }
+    // `token` keeps no schedule, so it has no refresh flags (--refresh-at, --jitter,
+    // --min-remaining are unknown arguments, as for `once` and `mint`): the defaults
+    // stand in, and the default min_remaining fits a short lifetime by itself.
+    let no_policy = PolicyFlags::default();
     let key_flags = [
         flags.credentials.region.is_some(),
         flags.credentials.profile.is_some(),
@@ -182,7 +176,7 @@ fn which_key(args: &TokenArgs) -> Result<(KeyConfig, Option<PathBuf>), CliError>
         )));
     }
     if flags.sinks.any() {
-        let (_, mut config) = flags.resolve()?;
+        let (_, mut config) = flags.resolve(&no_policy)?;
         return Ok((config.keys.remove(0), None));
     }
     if key_flags {
@@ -237,18 +231,8 @@ fn pick(
 
 /// The key the flags describe, kept in the per-user cache.
 fn cached(flags: &KeyFlags) -> Result<(KeyConfig, Option<PathBuf>), CliError> {
-    let mut flags = flags.clone();
-    // `token` keeps no schedule, but a key config must have a refresh policy that
-    // fits its lifetime: a short one gets a guard it can hold.
-    if let Some(lifetime) = flags.lifetime {
-        let quarter = lifetime.get() / 4;
-        flags.policy.min_remaining = Some(
-            crate::schedule::DEFAULT_MIN_REMAINING
-                .min(quarter)
-                .max(Duration::from_secs(1)),
-        );
-    }
-    let mut key = flags.single_key(false)?;
+    // No refresh flags: the default policy, whose min_remaining fits any lifetime.
+    let mut key = flags.single_key(&PolicyFlags::default(), false)?;
     let dir = token::cache_dir(|v| std::env::var_os(v)).ok_or_else(|| {
         CliError::Usage(
             "no place for the key cache: neither XDG_RUNTIME_DIR, XDG_CACHE_HOME nor HOME is set; name a sink (--file)".to_owned(),

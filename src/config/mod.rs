@@ -26,12 +26,13 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub use error::{ConfigError, Invalid, SpannedError};
-use raw::{RawConfig, RawDefaults, RawKey, RawNotify, RawSink};
+use raw::{RawConfig, RawDefaults, RawKey, RawNotify, RawProxy, RawSink};
 
 use crate::credentials::SourceSpec;
 use crate::mint::{Lifetime, Region};
 use crate::notify::{self, NotifySpec, Signal, SystemdAction};
 use crate::schedule::{self, RefreshPolicy};
+use crate::service::proxy::{Listen, ProxySpec, Upstream};
 use crate::sink::{
     self, EnvFileSpec, FileAccess, FileFormat, FileMode, FileSpec, KeyringBackend, KeyringSpec,
     SinkSpec, UserRef,
@@ -44,7 +45,8 @@ pub const DEFAULT_LIFETIME: Lifetime = Lifetime::MAX;
 pub const DEFAULT_REFRESH_AT: f64 = schedule::DEFAULT_REFRESH_AT;
 /// See [`schedule::DEFAULT_JITTER`].
 pub const DEFAULT_JITTER: f64 = schedule::DEFAULT_JITTER;
-/// See [`schedule::DEFAULT_MIN_REMAINING`].
+/// See [`schedule::DEFAULT_MIN_REMAINING`]; shorter for a short lifetime
+/// ([`schedule::default_min_remaining`]).
 pub const DEFAULT_MIN_REMAINING: Duration = schedule::DEFAULT_MIN_REMAINING;
 /// A key is a credential: owner read/write only unless the operator widens it.
 pub const DEFAULT_MODE: FileMode = FileMode::DEFAULT;
@@ -113,9 +115,11 @@ pub struct KeyConfig {
     /// Requested; the effective lifetime may be shorter (credentials' expiry).
     pub lifetime: Lifetime,
     pub policy: RefreshPolicy,
-    /// At least one.
+    /// At least one sink or proxy (`exec` runs keys with neither).
     pub sinks: Vec<SinkSpec>,
     pub notify: Vec<NotifySpec>,
+    /// Local endpoints that forward to Bedrock with this key ([`crate::service::proxy`]).
+    pub proxies: Vec<ProxySpec>,
 }
 
 impl Config {
@@ -136,9 +140,10 @@ impl Config {
 
 impl KeyConfig {
     /// Builds a key outside the config file (from the command line's key flags) with
-    /// the checks the file gets: at least one sink, no two sinks with the same target,
-    /// `min_remaining` shorter than the lifetime. Each part is already validated by
-    /// its own type.
+    /// the checks the file gets: at least one sink, no two sinks with the same target.
+    /// Each part is already validated by its own type; an explicit `min_remaining`
+    /// shorter than the lifetime is the caller's check (a defaulted one fits by
+    /// construction, [`crate::schedule::default_min_remaining`]).
     pub fn new(
         name: KeyName,
         source: SourceSpec,
@@ -165,7 +170,7 @@ impl KeyConfig {
 
 impl KeyConfig {
     /// A key without sinks, for `exec`: it lives only in the environment of the
-    /// command `exec` runs. The lifetime check of [`KeyConfig::new`] applies.
+    /// command `exec` runs.
     pub fn without_sinks(
         name: KeyName,
         source: SourceSpec,
@@ -173,12 +178,6 @@ impl KeyConfig {
         policy: RefreshPolicy,
         notify: Vec<NotifySpec>,
     ) -> Result<Self, String> {
-        if policy.min_remaining() >= lifetime.get() {
-            return Err(format!(
-                "min_remaining {} must be shorter than the lifetime {lifetime}",
-                crate::duration::format(policy.min_remaining())
-            ));
-        }
         Ok(Self {
             name,
             source,
@@ -186,6 +185,7 @@ impl KeyConfig {
             policy,
             sinks: Vec::new(),
             notify,
+            proxies: Vec::new(),
         })
     }
 }
@@ -313,9 +313,17 @@ pub fn locate(
     Err(ConfigError::NotFound { tried })
 }
 
-/// [`locate`] with the process environment and file system.
+/// [`locate`] with the process environment and file system. A relative path (from
+/// `--config` or `$BEDROCK_KEYD_CONFIG`) is made absolute against the current
+/// directory here, once: reloads read the same file, and the file watch, which sees
+/// absolute paths, recognises it.
 pub fn locate_default(explicit: Option<&Path>) -> Result<ConfigLocation, ConfigError> {
-    locate(explicit, |v| std::env::var_os(v), Path::exists)
+    let mut location = locate(explicit, |v| std::env::var_os(v), Path::exists)?;
+    // Fails only without a current directory; the relative path then still reads.
+    if let Ok(path) = std::path::absolute(&location.path) {
+        location.path = path;
+    }
+    Ok(location)
 }
 
 /// Finds the config ([`locate_default`]) and loads it: the start of `run`, `once` and
@@ -327,21 +335,33 @@ pub fn locate_and_load(explicit: Option<&Path>) -> Result<(ConfigLocation, Confi
     Ok((location, config))
 }
 
-/// Reads and validates the config at `path`.
+/// Reads and validates the config at `path`. The path is walked safely
+/// ([`crate::sink::path`]: no directory or link of another user on the way) and the
+/// file read bounded ([`crate::sink::bounded`]): a FIFO or a device is refused, not
+/// waited on or read forever.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let read_err = |source| ConfigError::Read {
         path: path.to_owned(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(read_err(std::io::Error::new(
+    let found = crate::sink::path::resolve(path, true, crate::sink::path::Policy::Strict)
+        .map_err(|e| read_err(e.into_io()))?;
+    let file = found
+        .dir
+        .open(
+            &found.name,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+            None,
+        )
+        .map_err(read_err)?;
+    let bytes = crate::sink::bounded::read_file(&file, MAX_CONFIG_BYTES).map_err(read_err)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        read_err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{} bytes is too large for a config file", meta.len()),
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
-    parse(&text, path)
+            "not UTF-8 text",
+        ))
+    })?;
+    parse(text, path)
 }
 
 /// Validates config `text`; `path` is only used to name the file in errors.
@@ -413,6 +433,35 @@ impl TryFrom<RawConfig> for Config {
                     .with_related(first_span.clone()));
                 }
                 targets.insert(target, (here, span));
+            }
+        }
+        // Two proxies cannot listen on one address; say so here rather than at bind.
+        let mut listens: HashMap<String, (String, Range<usize>)> = HashMap::new();
+        for (key, raw_key) in keys.iter().zip(raw.keys.iter()) {
+            for (j, (spec, raw_proxy)) in key
+                .proxies
+                .iter()
+                .zip(raw_key.get_ref().proxies.iter())
+                .enumerate()
+            {
+                let here = format!("key {:?}: proxy[{j}].listen", key.name.as_str());
+                let span = raw_proxy
+                    .get_ref()
+                    .listen
+                    .as_ref()
+                    .map_or_else(|| raw_proxy.span(), Spanned::span);
+                let target = spec.listen.to_string();
+                if let Some((first, first_span)) = listens.get(&target) {
+                    return Err(SpannedError::new(
+                        span,
+                        here,
+                        format!(
+                            "{target} is already used by {first}; every proxy needs its own address"
+                        ),
+                    )
+                    .with_related(first_span.clone()));
+                }
+                listens.insert(target, (here, span));
             }
         }
         Ok(Config {
@@ -552,6 +601,7 @@ fn validate_key(
         role_arn,
         external_id,
         role_session_name,
+        from_config_file: true,
         role_session_duration,
     };
 
@@ -574,47 +624,40 @@ fn validate_key(
         Some(v) => fraction(v, &field("jitter"), check_jitter)?.0,
         None => defaults.jitter.as_ref().map_or(DEFAULT_JITTER, |d| d.0),
     };
-    // When min_remaining is explicit (here or in [defaults]) it is blamed; when it is
-    // the built-in default, the lifetime that is too short for it is.
-    let (min_remaining, min_blame) = match (&raw.min_remaining, &defaults.min_remaining) {
+    // An explicit min_remaining (here or in [defaults]) must fit the lifetime and is
+    // blamed when it does not; the built-in default shrinks to fit a short lifetime.
+    let explicit = match (&raw.min_remaining, &defaults.min_remaining) {
         (Some(v), _) => {
             let (d, span) = spanned(v, &field("min_remaining"), parse_min_remaining)?;
-            (d, Some((span, "")))
+            Some((d, span, ""))
         }
-        (None, Some((d, span))) => (*d, Some((span.clone(), " (from [defaults])"))),
-        (None, None) => (DEFAULT_MIN_REMAINING, None),
+        (None, Some((d, span))) => Some((*d, span.clone(), " (from [defaults])")),
+        (None, None) => None,
     };
-    if min_remaining >= lifetime.0.get() {
-        let shown = crate::duration::format(min_remaining);
-        return Err(match min_blame {
-            Some((span, from)) => SpannedError::new(
+    let min_remaining = match explicit {
+        Some((d, span, from)) if d >= lifetime.0.get() => {
+            return Err(SpannedError::new(
                 span,
                 field("min_remaining"),
                 format!(
-                    "min_remaining {shown}{from} must be shorter than the lifetime {}: a key is re-minted at least min_remaining before it expires",
+                    "min_remaining {}{from} must be shorter than the lifetime {}: a key is re-minted at least min_remaining before it expires",
+                    crate::duration::format(d),
                     lifetime.0
                 ),
-            ),
-            None => SpannedError::new(
-                lifetime.1,
-                field("lifetime"),
-                format!(
-                    "lifetime {} is not longer than min_remaining {shown} (the default); {}",
-                    lifetime.0,
-                    suggest_min_remaining(lifetime.0)
-                ),
-            ),
-        });
-    }
+            ));
+        }
+        Some((d, ..)) => d,
+        None => schedule::default_min_remaining(lifetime.0.get()),
+    };
     let policy = RefreshPolicy::new(refresh_at, jitter, min_remaining)
         .map_err(|e| SpannedError::new(key.span(), field("policy"), e.to_string()))?;
 
-    // Sinks and notifications.
-    if raw.sinks.is_empty() {
+    // Sinks, proxies and notifications.
+    if raw.sinks.is_empty() && raw.proxies.is_empty() {
         return Err(SpannedError::new(
             key.span(),
             label.clone(),
-            "has no [[key.sink]]; add at least one (type = \"file\", \"env-file\" or \"keyring\")",
+            "has no [[key.sink]] and no [[key.proxy]]; add at least one (a sink of type = \"file\", \"env-file\" or \"keyring\", or a proxy)",
         ));
     }
     let sinks = raw
@@ -629,6 +672,12 @@ fn validate_key(
         .enumerate()
         .map(|(j, n)| validate_notify(n, &format!("{label}: notify[{j}]")))
         .collect::<Result<Vec<_>, _>>()?;
+    let proxies = raw
+        .proxies
+        .iter()
+        .enumerate()
+        .map(|(j, p)| validate_proxy(p, &format!("{label}: proxy[{j}]")))
+        .collect::<Result<Vec<_>, _>>()?;
 
     Ok((
         KeyConfig {
@@ -638,6 +687,7 @@ fn validate_key(
             policy,
             sinks,
             notify,
+            proxies,
         },
         raw_name.span(),
     ))
@@ -933,6 +983,44 @@ fn validate_notify(notify: &Spanned<RawNotify>, here: &str) -> Result<NotifySpec
     })
 }
 
+fn validate_proxy(proxy: &Spanned<RawProxy>, here: &str) -> Result<ProxySpec, SpannedError> {
+    let raw = proxy.get_ref();
+    let field = |f: &str| format!("{here}.{f}");
+    let Some(listen) = &raw.listen else {
+        return Err(SpannedError::new(
+            proxy.span(),
+            here,
+            "missing field `listen`; use a loopback address such as \"127.0.0.1:8790\" or \"unix:/run/bedrock-keyd/bedrock.sock\"",
+        ));
+    };
+    let mode = optional(&raw.mode, &field("mode"), |s| s.parse::<FileMode>())?;
+    if let (Some(m), false) = (&raw.mode, listen.get_ref().starts_with("unix:")) {
+        return Err(SpannedError::new(
+            m.span(),
+            field("mode"),
+            "applies to a unix socket (listen = \"unix:/path.sock\") only",
+        ));
+    }
+    let listen = spanned(listen, &field("listen"), |s| Listen::parse(s, mode))?.0;
+    let upstream = optional(&raw.upstream, &field("upstream"), Upstream::parse)?;
+    let Some(token_file) = &raw.token_file else {
+        return Err(SpannedError::new(
+            proxy.span(),
+            here,
+            "missing field `token_file`; name the file holding the clients' local token, e.g. \"/run/bedrock-keyd/proxy.token\" (created with a random token if absent)",
+        ));
+    };
+    let token_file = spanned(token_file, &field("token_file"), validate_path)?.0;
+    let ca_bundle = optional(&raw.ca_bundle, &field("ca_bundle"), validate_path)?;
+    Ok(ProxySpec {
+        listen,
+        upstream,
+        token_file,
+        tls: raw.tls.as_ref().is_some_and(|t| *t.get_ref()),
+        ca_bundle,
+    })
+}
+
 fn parse_command_timeout(s: &str) -> Result<Duration, String> {
     let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(1) || d > notify::MAX_COMMAND_TIMEOUT {
@@ -943,20 +1031,6 @@ fn parse_command_timeout(s: &str) -> Result<Duration, String> {
         ))
     } else {
         Ok(d)
-    }
-}
-
-/// What to do about a lifetime too short for the default `min_remaining`.
-fn suggest_min_remaining(lifetime: Lifetime) -> String {
-    // A quarter of the lifetime leaves room for refresh_at and jitter.
-    let quarter = Duration::from_secs(lifetime.get().as_secs() / 4);
-    if quarter >= Duration::from_secs(1) {
-        format!(
-            "set a shorter min_remaining, e.g. min_remaining = \"{}\"",
-            crate::duration::format(quarter)
-        )
-    } else {
-        "use a lifetime of at least 4s, or set min_remaining = \"1s\" with a lifetime of at least 2s".to_owned()
     }
 }
 

@@ -52,6 +52,21 @@ pub struct RawKey {
     pub sinks: Vec<Spanned<RawSink>>,
     #[serde(default)]
     pub notify: Vec<Spanned<RawNotify>>,
+    #[serde(default, rename = "proxy")]
+    pub proxies: Vec<Spanned<RawProxy>>,
+}
+
+/// One `[[key.proxy]]`: a local endpoint forwarding to Bedrock with the current key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub listen: Option<Spanned<String>>,
+    /// Unix sockets only.
+    pub mode: Option<Spanned<String>>,
+    pub upstream: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub tls: Option<Spanned<bool>>,
+    pub ca_bundle: Option<Spanned<String>>,
 }
 
 /// One `[[key.sink]]`: the union of every sink type's fields; validation checks

@@ -107,6 +107,7 @@ fn the_design_example_is_valid() {
             role_arn: Some("arn:aws:iam::123456789012:role/bedrock-invoke".into()),
             external_id: Some("example-external-id".into()),
             role_session_name: None,
+            from_config_file: true,
             role_session_duration: None,
         }
     );
@@ -223,7 +224,13 @@ fn built_in_defaults() {
     assert_eq!(c.log_format, None);
     assert_eq!(c.listen, None);
     let k = &c.keys[0];
-    assert_eq!(k.source, SourceSpec::default());
+    assert_eq!(
+        k.source,
+        SourceSpec {
+            from_config_file: true,
+            ..SourceSpec::default()
+        }
+    );
     assert_eq!(k.lifetime, DEFAULT_LIFETIME);
     assert_eq!(k.policy, RefreshPolicy::default());
     assert!(k.notify.is_empty());
@@ -460,18 +467,24 @@ fn min_remaining_must_be_shorter_than_the_lifetime() {
         "key \"k\": min_remaining",
         "(from [defaults])",
     );
-    // The built-in 5m against a short lifetime: the lifetime is blamed.
-    assert_err(
-        &key("lifetime = \"2m\""),
-        "3:12",
-        "key \"k\": lifetime",
-        "lifetime 2m is not longer than min_remaining 5m (the default); set a shorter min_remaining, e.g. min_remaining = \"30s\"",
+}
+
+#[test]
+fn the_default_min_remaining_shrinks_for_a_short_lifetime() {
+    let min = |text: &str| ok(text).keys[0].policy.min_remaining();
+    // The built-in 5m becomes a quarter of a lifetime under 20m, never an error.
+    assert_eq!(min(&key("lifetime = \"2m\"")), Duration::from_secs(30));
+    assert_eq!(
+        min(&format!("[defaults]\nlifetime = \"1m\"\n{}", key(""))),
+        Duration::from_secs(15)
     );
-    assert_err(
-        &format!("[defaults]\nlifetime = \"1m\"\n{}", key("")),
-        "2:12",
-        "key \"k\": lifetime",
-        "(the default)",
+    assert_eq!(min(&key("lifetime = \"1s\"")), Duration::from_secs(1));
+    assert_eq!(min(&key("lifetime = \"20m\"")), Duration::from_secs(300));
+    assert_eq!(min(&key("lifetime = \"12h\"")), Duration::from_secs(300));
+    // An explicit one is kept as given.
+    assert_eq!(
+        min(&key("lifetime = \"2m\"\nmin_remaining = \"1m\"")),
+        Duration::from_secs(60)
     );
 }
 
@@ -845,9 +858,71 @@ fn single_key_mode_gets_the_same_checks() {
             .unwrap_err()
             .contains("file /run/a.key is given twice")
     );
-    assert!(
-        build("5m", vec![file("/run/a.key")])
-            .unwrap_err()
-            .contains("must be shorter")
+    // An explicit --min-remaining too long for --lifetime is refused by the flags
+    // (`tests/it/first_day.rs`): the policy given here may be a shrunk default.
+}
+
+/// A key with only a proxy; `proxy` is the body of its `[[key.proxy]]`.
+fn proxy_key(proxy: &str) -> String {
+    format!("[[key]]\nname = \"k\"\n[[key.proxy]]\n{proxy}\n")
+}
+
+#[test]
+fn a_key_may_have_only_a_proxy_with_defaults() {
+    let c = ok(&proxy_key(
+        "listen = \"127.0.0.1:8790\"\ntoken_file = \"/run/bk/proxy.token\"",
+    ));
+    let k = &c.keys[0];
+    assert!(k.sinks.is_empty());
+    assert_eq!(
+        k.proxies,
+        vec![ProxySpec {
+            listen: Listen::Tcp("127.0.0.1:8790".parse().unwrap()),
+            upstream: None,
+            token_file: "/run/bk/proxy.token".into(),
+            tls: false,
+            ca_bundle: None,
+        }]
+    );
+    let c = ok(&proxy_key(
+        "listen = \"unix:/run/bk/b.sock\"\nmode = \"0660\"\nupstream = \"https://bedrock-runtime.eu-west-1.amazonaws.com\"\ntoken_file = \"/run/bk/t\"\ntls = true\nca_bundle = \"/etc/ssl/corp.pem\"",
+    ));
+    let p = &c.keys[0].proxies[0];
+    assert!(matches!(&p.listen, Listen::Unix { mode, .. } if mode.bits() == 0o660));
+    assert!(p.tls && p.ca_bundle.is_some() && p.upstream.is_some());
+}
+
+#[test]
+fn proxy_mistakes_name_their_line() {
+    assert_err(
+        &proxy_key("listen = \"0.0.0.0:8790\"\ntoken_file = \"/run/t\""),
+        "4:10",
+        "key \"k\": proxy[0].listen",
+        "not a loopback address",
+    );
+    assert_err(
+        &proxy_key("listen = \"127.0.0.1:8790\"\nmode = \"0600\"\ntoken_file = \"/run/t\""),
+        "5:8",
+        "key \"k\": proxy[0].mode",
+        "unix socket",
+    );
+    assert_err(
+        &proxy_key(
+            "listen = \"127.0.0.1:8790\"\nupstream = \"http://example.com\"\ntoken_file = \"/run/t\"",
+        ),
+        "5:12",
+        "key \"k\": proxy[0].upstream",
+        "clear text",
+    );
+    let e = err(&proxy_key("listen = \"127.0.0.1:8790\""));
+    assert!(e.contains("missing field `token_file`"), "{e}");
+    let e = err("[[key]]\nname = \"k\"\n");
+    assert!(e.contains("no [[key.sink]] and no [[key.proxy]]"), "{e}");
+    let two = "[[key]]\nname = \"a\"\n[[key.proxy]]\nlisten = \"127.0.0.1:8790\"\ntoken_file = \"/run/t\"\n[[key]]\nname = \"b\"\n[[key.proxy]]\nlisten = \"127.0.0.1:8790\"\ntoken_file = \"/run/t\"\n";
+    assert_err(
+        two,
+        "9:10",
+        "key \"b\": proxy[0].listen",
+        "already used by key \"a\"",
     );
 }

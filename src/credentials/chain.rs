@@ -84,9 +84,57 @@ pub(super) async fn resolve_region(spec: &SourceSpec) -> Result<Region, Credenti
     };
     match region {
         Some(r) => Ok(Region::new(r.as_ref())?),
-        None => Err(CredentialsError::NoRegion {
-            profile: spec.profile.clone(),
-        }),
+        None => Err(no_region(spec)),
+    }
+}
+
+fn no_region(spec: &SourceSpec) -> CredentialsError {
+    CredentialsError::NoRegion {
+        profile: spec.profile.clone(),
+        from_config_file: spec.from_config_file,
+    }
+}
+
+/// [`resolve_region`] without instance metadata, for `check`: the error the run would
+/// meet, when it can be known from here (the profile and the region can come from
+/// nowhere, and instance metadata is disabled). Reads the environment and the AWS
+/// config files; sends nothing.
+pub(super) async fn region_offline(spec: &SourceSpec) -> Result<(), CredentialsError> {
+    if spec.region.is_some()
+        || EnvironmentVariableRegionProvider::new()
+            .region()
+            .await
+            .is_some()
+    {
+        return Ok(());
+    }
+    let provider_config = provider_config(None);
+    if profile_region(spec, &provider_config).await?.is_some() || !imds_disabled() {
+        return Ok(());
+    }
+    // The run checks the profile before the region: report what it would.
+    check_profiles(spec).await?;
+    Err(no_region(spec))
+}
+
+/// `AWS_EC2_METADATA_DISABLED=true`, as the SDK reads it: no instance metadata at all.
+fn imds_disabled() -> bool {
+    std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The profile a source reads must exist: `--profile`/`profile =`, else a non-empty
+/// `AWS_PROFILE` (other than "default", which the SDK falls back to anyway). A typo in
+/// the variable is then reported as such, as for the flag, instead of as a missing
+/// region or an SDK message about a "source profile".
+pub(super) async fn check_profiles(spec: &SourceSpec) -> Result<(), CredentialsError> {
+    if let Some(profile) = &spec.profile {
+        return check_profile_exists(profile).await;
+    }
+    match std::env::var("AWS_PROFILE") {
+        Ok(profile) if !profile.is_empty() && profile != "default" => {
+            check_profile_exists(&profile).await
+        }
+        _ => Ok(()),
     }
 }
 
@@ -482,7 +530,8 @@ fn token_file_hint() -> String {
     let Ok(path) = std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") else {
         return String::new();
     };
-    match std::fs::read(&path) {
+    // Bounded like every read (a token is a few KiB): the variable may name anything.
+    match crate::sink::bounded::read_path(std::path::Path::new(&path), 64 * 1024) {
         Ok(bytes) if bytes.last().is_some_and(u8::is_ascii_whitespace) => format!(
             " (the token file {path} ends with a newline or space; it is sent verbatim as the \
              Authorization header, so write it without one, e.g. printf '%s' \"$TOKEN\")"

@@ -13,6 +13,7 @@
 //! a jitter source draws samples. Tests run the real loop with fakes, tokio's paused
 //! clock and a fake wall clock.
 
+pub mod locks;
 pub mod status;
 pub mod token;
 
@@ -353,17 +354,26 @@ impl<B: Backend, D: OnDelivered> KeyTask<B, D> {
                     let lapses = held_validity.is_some_and(|v| schedule::expires_by(v, next));
                     // Each distinct failure is logged once; repeats go to debug.
                     if last_reported.as_deref() != Some(cause.as_str()) {
+                        // No promise of another look here: `exec` gives up on a first
+                        // failure that retrying cannot fix; `next_retry` says when `run`
+                        // looks again.
                         let kind = if retryable {
                             "will retry"
                         } else {
-                            "will not heal by retrying: fix the cause; still checking"
+                            "will not heal by retrying: fix the cause"
+                        };
+                        // Before the first key there is no "last good key" to keep.
+                        let consequence = if held.is_some() {
+                            "the last good key stays in place"
+                        } else {
+                            "no key delivered yet"
                         };
                         tracing::error!(
                             error = %cause,
                             attempt_started = %crate::time::rfc3339(started),
                             next_retry = %crate::time::rfc3339(next),
                             failures,
-                            "refresh failed ({kind}); the last good key stays in place"
+                            "refresh failed ({kind}); {consequence}"
                         );
                         last_reported = Some(cause.clone());
                     } else {

@@ -152,17 +152,7 @@ pub fn lock_targets(
     key: &KeyConfig,
     cache: impl FnOnce() -> Result<PathBuf, TokenError>,
 ) -> Result<Vec<PathBuf>, TokenError> {
-    let mut targets: Vec<PathBuf> = key
-        .sinks
-        .iter()
-        .filter_map(|spec| match spec {
-            SinkSpec::File(f) => Some(f.path.clone()),
-            SinkSpec::EnvFile(f) => Some(f.path.clone()),
-            SinkSpec::Keyring(_) => None,
-        })
-        .collect();
-    targets.sort();
-    targets.dedup();
+    let mut targets = super::locks::targets(&key.sinks);
     if targets.is_empty() {
         let name = key
             .sinks
@@ -176,22 +166,9 @@ pub fn lock_targets(
 }
 
 /// Takes the locks of `targets` in order, waiting up to [`LOCK_WAIT`] in all for other
-/// writers. Only a holder stops us: where no lock file can be had (a missing or
-/// read-only directory, a lock file that is not ours), the write goes ahead without
-/// it and reports the real problem itself, as `once` does.
+/// writers; only a holder stops us (see [`super::locks::take_within`]).
 pub fn lock(targets: &[PathBuf]) -> Result<Vec<TargetLock>, TokenError> {
-    let start = std::time::Instant::now();
-    let mut held = Vec::with_capacity(targets.len());
-    for target in targets {
-        match TargetLock::acquire_within(target, LOCK_WAIT.saturating_sub(start.elapsed())) {
-            Ok(lock) => held.push(lock),
-            Err(e @ LockError::Held { .. }) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(target = %target.display(), error = %e, "writing without the target's lock");
-            }
-        }
-    }
-    Ok(held)
+    Ok(super::locks::take_within(targets, LOCK_WAIT)?)
 }
 
 /// Mints a key for `key` at the current time and writes it to every sink. Fails,

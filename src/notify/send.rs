@@ -9,7 +9,13 @@
 //!   name. The next key is announced to it as usual.
 //!
 //! Rules that keep a bad pid file from hurting anyone:
-//! - the pid file is re-read for every notification, at most [`PID_FILE_MAX_BYTES`];
+//! - the pid file is re-read for every notification, at most [`PID_FILE_MAX_BYTES`],
+//!   opened non-blocking after a safe walk of its path ([`crate::sink::path`],
+//!   lenient policy), and must be a regular file (a FIFO would block the open, and
+//!   with it the daemon);
+//! - a pid file that another user controls (owns it, or a directory or symlink on
+//!   its path) is trusted only for a process of that same user (systemd's
+//!   `PIDFile=` rule): else anyone could aim our signal at root's processes;
 //! - its content, trimmed of whitespace, must be decimal digits only, with a value
 //!   of at least 2 and at most the system's `pid_max`: empty, garbage, `0` (our process
 //!   group), `1` (init), `-1` (every process) and negative values (process groups)
@@ -29,17 +35,18 @@
 //! `BEDROCK_KEYD_KEY_NAME`, `BEDROCK_KEYD_EXPIRES_AT` (RFC 3339) and
 //! `BEDROCK_KEYD_REGION`; never the key.
 
-use std::io::Read as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal as nix_signal;
 use nix::unistd::Pid;
 
 use super::{NotifySpec, Signal, SystemdAction};
+use crate::sink::path::{PathError, Policy};
 
 /// A pid file holds a number and a newline; anything longer is not a pid file.
 pub const PID_FILE_MAX_BYTES: u64 = 64;
@@ -123,37 +130,81 @@ fn pid_file(path: &Path, signal: Signal) -> Result<Outcome, NotifyError> {
         path: path.to_owned(),
         reason,
     };
-    let mut file = match std::fs::File::open(path) {
+    let pending = || {
+        Ok(Outcome::Pending(format!(
+            "the pid file {} does not exist (yet)",
+            path.display()
+        )))
+    };
+    let found = match crate::sink::path::resolve(path, true, Policy::Lenient) {
+        Ok(found) => found,
+        Err(e) if e.is_not_found() => return pending(),
+        Err(e @ PathError::Unsafe { .. }) => return Err(invalid(e.to_string())),
+        Err(PathError::Io { source, .. }) => return Err(read_error(source)),
+    };
+    // Non-blocking: a FIFO would otherwise hold the open until someone writes to it.
+    let file = match found
+        .dir
+        .open(&found.name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, None)
+    {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Outcome::Pending(format!(
-                "the pid file {} does not exist (yet)",
-                path.display()
-            )));
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return pending(),
         Err(e) => return Err(read_error(e)),
     };
     let meta = file.metadata().map_err(read_error)?;
     if !meta.is_file() {
-        return Err(invalid("not a regular file".to_owned()));
+        return Err(invalid(format!(
+            "not a regular file (it is {})",
+            crate::sink::path::describe_type(
+                &nix::sys::stat::fstat(&file).map_err(|e| read_error(e.into()))?
+            )
+        )));
     }
     if meta.permissions().mode() & 0o002 != 0 {
         return Err(invalid(
             "every user may write it, so anyone could choose whom bedrock-keyd signals".to_owned(),
         ));
     }
-    let mut bytes = Vec::new();
-    file.by_ref()
-        .take(PID_FILE_MAX_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
+    // Who could have written this pid: a user other than root and us who owns the
+    // file, or a directory or link on its path.
+    let me = nix::unistd::geteuid().as_raw();
+    let file_owner = (meta.uid() != 0 && meta.uid() != me).then_some(meta.uid());
+    let controller = match (found.controller, file_owner) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(invalid(format!(
+                "it is owned by uid {b} in a directory of uid {a}: two other users could have written it"
+            )));
+        }
+        (a, b) => a.or(b),
+    };
+    let bytes = crate::sink::bounded::read_stream(&file, PID_FILE_MAX_BYTES)
+        .map_err(|e| invalid(e.to_string()))?;
     let pid = parse_pid(&bytes, pid_max()).map_err(invalid)?;
     if pid == Pid::this().as_raw() {
         return Err(invalid(format!("{pid} is bedrock-keyd itself")));
     }
+    if let Some(uid) = controller {
+        check_process_owner(pid, uid).map_err(invalid)?;
+    }
     kill(pid, signal)?;
     tracing::info!(pid, signal = %signal, pid_file = %path.display(), "dependent notified");
     Ok(Outcome::Sent)
+}
+
+/// systemd's `PIDFile=` rule: a pid file another user controls is trusted only for
+/// that user's processes, or they could aim our signal at root's.
+fn check_process_owner(pid: i32, controller: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    match std::fs::metadata(format!("/proc/{pid}")) {
+        Ok(proc) if proc.uid() == controller => Ok(()),
+        Ok(proc) => Err(format!(
+            "the pid file is controlled by uid {controller} (another user), but pid {pid} belongs to uid {}; a pid file is trusted only for its controller's processes",
+            proc.uid()
+        )),
+        Err(e) => Err(format!(
+            "the pid file is controlled by uid {controller} (another user), and the owner of pid {pid} cannot be checked: {e}"
+        )),
+    }
 }
 
 /// The pid in a pid file's content, or why there is none. Only `2..=pid_max`, written

@@ -4,14 +4,22 @@
 //! content, and a crash at any instant must leave one of the two in place. So a write
 //! never touches the target itself:
 //!
-//! 1. refuse unsafe targets: a symlink (unless `follow_symlinks`), something that is not
-//!    a regular file, a directory that other users may write without the sticky bit, a
-//!    mode that lets other users at the key (unless `allow_world_readable`);
-//! 2. read the current content; if it already is the new content with the configured
-//!    mode and owner, write nothing ([`WriteOutcome::Unchanged`]);
+//! 1. find the target safely ([`super::path`]): walked from `/` one directory at a
+//!    time, none owned or writable by another user (sticky ones like `/tmp` aside),
+//!    no symlink another user made; every later step works relative to the opened
+//!    directory, so nothing on the way can be swapped. Refuse a symlink as the target
+//!    (unless `follow_symlinks`), something that is not a regular file, a mode that
+//!    lets other users at the key (unless `allow_world_readable`), and in a shared
+//!    sticky directory a file another user owns (they may have planted it to receive
+//!    the key: the kernel's `protected_regular` rule);
+//! 2. read the current content ([`super::bounded`]: at most
+//!    [`MAX_SINK_FILE_BYTES`], a FIFO or device refused); if it already is the new
+//!    content with the configured mode and owner, write nothing
+//!    ([`WriteOutcome::Unchanged`]);
 //! 3. create a temp file in the target's directory with `O_CREAT|O_EXCL`, readable by
-//!    its owner only; `fchown` it to the configured owner/group (running as root
-//!    without one configured: the owner the file had), `fchmod` it to the
+//!    its owner only; `fchown` it to the configured owner/group (none configured: it
+//!    stays the daemon's own; an owner is never taken over from the file it
+//!    replaces, which may be whoever created it first), `fchmod` it to the
 //!    configured mode (whatever the umask), and only then write the data: no other user
 //!    can ever open a file that holds the key unless the configured mode lets them;
 //! 4. `fsync` the temp file, `rename` it over the target, `fsync` the directory, so the
@@ -30,15 +38,19 @@
 //! Every error names the sink and the path, and carries the OS error; on error the
 //! temp file is removed and the target is as it was.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, SFlag};
 use zeroize::Zeroizing;
 
+use super::bounded;
+use super::path::{self, PathError, Policy, Resolved, SafeDir};
 use super::{FileAccess, SinkError, UserRef, WriteOutcome};
 
 /// Marks a temp file as ours: `.<name>` + this + 16 hex digits + [`TEMP_SUFFIX`].
@@ -54,6 +66,10 @@ const MAX_NAME_IN_TEMP: usize = 200;
 const TEMP_NAME_ATTEMPTS: usize = 8;
 /// Mode bits that make a key reachable by any user on the machine.
 const OTHER_BITS: u32 = 0o007;
+/// The most a key file or env-file may hold. A key is 1-2 KiB; an env-file holds a
+/// few other variables besides. A megabyte is far beyond either, and keeps a file
+/// that is not one (a sparse 64 GiB file, a log) from being read at all.
+pub const MAX_SINK_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A key file and how it must be written. Cheap to build: no I/O until `write`.
 #[derive(Debug)]
@@ -106,118 +122,123 @@ impl AtomicFile {
             )));
         }
         let target = self.resolve_target()?;
-        let (dir, name) = split(&target)
-            .ok_or_else(|| self.refuse(format!("{} does not name a file", target.display())))?;
-        self.check_dir(&dir)?;
+        let (dir, name) = (&target.dir, target.name.as_os_str());
+        let name_str = path::name_str(name).ok_or_else(|| {
+            self.refuse(format!(
+                "{} is not a UTF-8 file name",
+                target.path.display()
+            ))
+        })?;
         if !self.cleaned.swap(true, Ordering::SeqCst) {
-            clean_stale(&self.sink, &dir, &name);
+            clean_stale(&self.sink, dir, name_str);
         }
-        let mut uid = self.resolve(self.access.owner.as_ref(), Kind::User)?;
-        let mut gid = self.resolve(self.access.group.as_ref(), Kind::Group)?;
+        let uid = self.resolve(self.access.owner.as_ref(), Kind::User)?;
+        let gid = self.resolve(self.access.group.as_ref(), Kind::Group)?;
+        // The owner a written file ends up with: the configured one, or the daemon's
+        // own (a new file's); never the one an existing file has, which may be
+        // whoever created it first.
+        let want_uid = uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        let want_gid = gid.unwrap_or_else(|| dir.new_file_gid());
 
-        let current = read_if_exists(&target)
-            .map_err(|e| self.err(format!("reading {}", target.display()), e))?;
-        // Root replacing a file it was not told who should own keeps the owner the
-        // file has: an env-file of `app` must not become root's and unreadable to app.
-        // (Only root may give a file away, so others get the usual new-file owner.)
-        if let Some((_, meta)) = &current
-            && nix::unistd::geteuid().is_root()
-        {
-            uid = uid.or(Some(meta.uid()));
-            gid = gid.or(Some(meta.gid()));
-        }
+        let current = self.read_current(&target, uid)?;
         let content = render(current.as_ref().map(|(bytes, _)| bytes.as_slice()))?;
-        if let Some((bytes, meta)) = &current {
-            let same_access = meta.mode() & 0o7777 == mode
-                && uid.is_none_or(|u| meta.uid() == u)
-                && gid.is_none_or(|g| meta.gid() == g);
+        if let Some((bytes, stat)) = &current {
+            let same_access =
+                mode_bits(stat) == mode && stat.st_uid == want_uid && stat.st_gid == want_gid;
             if same_access && bytes.as_slice() == content.as_slice() {
                 return Ok(WriteOutcome::Unchanged);
             }
         }
-        self.replace(&target, &dir, &name, &content, mode, uid, gid)?;
+        self.replace(&target, name_str, &content, mode, uid, gid)?;
         Ok(WriteOutcome::Written)
     }
 
     /// The current content, or `None` when the file does not exist.
     pub fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>, SinkError> {
-        let mut options = OpenOptions::new();
-        options.read(true);
-        if !self.access.follow_symlinks {
-            options.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
-        }
-        let mut file = match options.open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.err(format!("reading {}", self.path.display()), e)),
-        };
-        let mut out = Zeroizing::new(Vec::new());
-        file.read_to_end(&mut out)
-            .map_err(|e| self.err(format!("reading {}", self.path.display()), e))?;
-        Ok(Some(out))
+        let target = self.resolve_target()?;
+        let uid = self.resolve(self.access.owner.as_ref(), Kind::User)?;
+        Ok(self.read_current(&target, uid)?.map(|(bytes, _)| bytes))
     }
 
-    /// The path to replace: the configured one, or where its symlink points when
-    /// following symlinks is allowed.
-    fn resolve_target(&self) -> Result<PathBuf, SinkError> {
-        let path = &self.path;
-        let meta = match fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(path.clone()),
-            Err(e) => return Err(self.err(format!("examining {}", path.display()), e)),
+    /// The target's content and status, read through the directory found by the safe
+    /// walk, at most [`MAX_SINK_FILE_BYTES`]. Refuses what must not be replaced.
+    fn read_current(
+        &self,
+        target: &Resolved,
+        configured_uid: Option<u32>,
+    ) -> Result<Option<Current>, SinkError> {
+        let shown = target.path.display();
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+        let file = match target.dir.open(&target.name, flags, None) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Swapped for a symlink since the walk looked.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(self.refuse(format!("{shown} is a symbolic link")));
+            }
+            Err(e) => return Err(self.err(format!("reading {shown}"), e)),
         };
-        if meta.file_type().is_symlink() {
-            let link = fs::read_link(path)
-                .map_err(|e| self.err(format!("reading the symlink {}", path.display()), e))?;
-            if !self.access.follow_symlinks {
+        let stat = nix::sys::stat::fstat(&file)
+            .map_err(|e| self.err(format!("examining {shown}"), e.into()))?;
+        if !path::is_regular(&stat) {
+            return Err(self.refuse(format!(
+                "{shown} is not a regular file (it is {})",
+                path::describe_type(&stat)
+            )));
+        }
+        // The kernel's protected_regular rule: in a directory where anyone may create
+        // files, a file someone else created is theirs, not a place for our key.
+        let me = nix::unistd::geteuid().as_raw();
+        if target.dir.is_shared_sticky()
+            && stat.st_uid != 0
+            && stat.st_uid != me
+            && Some(stat.st_uid) != configured_uid
+        {
+            return Err(self.refuse(format!(
+                "{shown} is owned by uid {} (another user) in the shared directory {}; it may have been planted there to receive the key, so remove it or choose another path",
+                stat.st_uid,
+                target.dir.path().display()
+            )));
+        }
+        let bytes = bounded::read_file(&file, MAX_SINK_FILE_BYTES)
+            .map_err(|e| self.err(format!("reading {shown}"), e))?;
+        Ok(Some((bytes, stat)))
+    }
+
+    /// The target found by the safe walk ([`super::path`]): its directory, opened,
+    /// and its name there. A symlink as the target is followed only when allowed.
+    fn resolve_target(&self) -> Result<Resolved, SinkError> {
+        let path = &self.path;
+        let target = path::resolve(path, self.access.follow_symlinks, Policy::Strict).map_err(
+            |e| match e {
+                e @ PathError::Unsafe { .. } => self.refuse(e.to_string()),
+                PathError::Io { path, source } => {
+                    self.err(format!("examining {}", path.display()), source)
+                }
+            },
+        )?;
+        let stat = target
+            .dir
+            .stat_of(&target.name)
+            .map_err(|e| self.err(format!("examining {}", target.path.display()), e))?;
+        if let Some(stat) = stat {
+            if stat.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() {
+                let link = target.dir.read_link(&target.name).unwrap_or_default();
                 return Err(self.refuse(format!(
                     "{} is a symbolic link (to {}); refusing to write through it unless allowed (--follow-symlinks, follow_symlinks = true)",
                     path.display(),
-                    link.display()
+                    Path::new(&link).display()
                 )));
             }
-            // A dangling link is fine: the write creates its target.
-            let real = match fs::canonicalize(path) {
-                Ok(real) => real,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent() {
-                    Some(dir) => dir.join(&link),
-                    None => link,
-                },
-                Err(e) => {
-                    return Err(self.err(format!("resolving the symlink {}", path.display()), e));
-                }
-            };
-            if let Ok(m) = fs::symlink_metadata(&real)
-                && !m.file_type().is_file()
-            {
+            if !path::is_regular(&stat) {
                 return Err(self.refuse(format!(
-                    "{} (the symlink's target of {}) is not a regular file",
-                    real.display(),
-                    path.display()
+                    "{} is not a regular file (it is {})",
+                    target.path.display(),
+                    path::describe_type(&stat)
                 )));
             }
-            return Ok(real);
         }
-        if !meta.file_type().is_file() {
-            return Err(self.refuse(format!("{} is not a regular file", path.display())));
-        }
-        Ok(path.clone())
-    }
-
-    /// Refuses a directory in which another user could swap the key file.
-    fn check_dir(&self, dir: &Path) -> Result<(), SinkError> {
-        let meta = fs::metadata(dir)
-            .map_err(|e| self.err(format!("examining the directory {}", dir.display()), e))?;
-        let bits = meta.permissions().mode();
-        // Writable by others without the sticky bit: anyone may rename or delete our file.
-        if bits & 0o002 != 0 && bits & 0o1000 == 0 {
-            return Err(self.refuse(format!(
-                "the directory {} (mode {:04o}) is writable by every user and has no sticky bit, so anyone could replace the key",
-                dir.display(),
-                bits & 0o7777
-            )));
-        }
-        Ok(())
+        Ok(target)
     }
 
     fn resolve(&self, user: Option<&UserRef>, kind: Kind) -> Result<Option<u32>, SinkError> {
@@ -247,19 +268,19 @@ impl AtomicFile {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn replace(
         &self,
-        target: &Path,
-        dir: &Path,
+        target: &Resolved,
         name: &str,
         content: &[u8],
         mode: u32,
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Result<(), SinkError> {
-        let (temp_path, mut file) = self.create_temp(dir, name)?;
-        let temp = TempGuard(Some(temp_path.clone()));
+        let dir = &target.dir;
+        let (temp_name, mut file) = self.create_temp(dir, name)?;
+        let temp = TempGuard(dir, Some(temp_name.clone()));
+        let temp_path = dir.path().join(&temp_name);
         let at = |what: &str| format!("{what} the temp file {}", temp_path.display());
         set_access(&file, mode, uid, gid)
             .map_err(|e| self.err(at("setting owner and mode of"), e))?;
@@ -268,7 +289,7 @@ impl AtomicFile {
         file.sync_all().map_err(|e| self.err(at("syncing"), e))?;
         drop(file);
 
-        match fs::rename(&temp_path, target) {
+        match dir.rename(temp_name.as_ref(), &target.name) {
             Ok(()) => temp.keep(),
             Err(e)
                 if matches!(
@@ -278,7 +299,7 @@ impl AtomicFile {
             {
                 tracing::warn!(
                     sink = %self.sink,
-                    path = %target.display(),
+                    path = %target.path.display(),
                     reason = %e,
                     "cannot rename over the target (a single-file bind mount?); rewriting it in place, so readers may briefly see a partial key"
                 );
@@ -287,39 +308,40 @@ impl AtomicFile {
             }
             Err(e) => {
                 return Err(self.err(
-                    format!("renaming {} over {}", temp_path.display(), target.display()),
+                    format!(
+                        "renaming {} over {}",
+                        temp_path.display(),
+                        target.path.display()
+                    ),
                     e,
                 ));
             }
         }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.err(format!("syncing the directory {}", dir.display()), e))
+        dir.sync()
+            .map_err(|e| self.err(format!("syncing the directory {}", dir.path().display()), e))
     }
 
-    fn create_temp(&self, dir: &Path, name: &str) -> Result<(PathBuf, File), SinkError> {
+    fn create_temp(&self, dir: &SafeDir, name: &str) -> Result<(String, File), SinkError> {
         let prefix = temp_prefix(name);
         let mut last = None;
         for _ in 0..TEMP_NAME_ATTEMPTS {
-            let path = dir.join(format!("{prefix}{:016x}{TEMP_SUFFIX}", random_u64()));
+            let temp = format!("{prefix}{:016x}{TEMP_SUFFIX}", random_u64());
             // Owner-only until set_access has applied the owner and the final mode; the
             // umask can only take bits away from this, never add any.
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-                .open(&path)
-            {
-                Ok(file) => return Ok((path, file)),
+            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
+            match dir.open(temp.as_ref(), flags, None) {
+                Ok(file) => return Ok((temp, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
                 Err(e) => {
-                    return Err(self.err(format!("creating a temp file in {}", dir.display()), e));
+                    return Err(self.err(
+                        format!("creating a temp file in {}", dir.path().display()),
+                        e,
+                    ));
                 }
             }
         }
         Err(self.err(
-            format!("creating a temp file in {}", dir.display()),
+            format!("creating a temp file in {}", dir.path().display()),
             last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)),
         ))
     }
@@ -327,18 +349,19 @@ impl AtomicFile {
     /// The fallback for targets that cannot be renamed over. Not atomic for readers.
     fn rewrite_in_place(
         &self,
-        target: &Path,
+        target: &Resolved,
         content: &[u8],
         mode: u32,
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Result<(), SinkError> {
-        let at = format!("rewriting {} in place", target.display());
-        let mut file = OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(target)
+        let at = format!("rewriting {} in place", target.path.display());
+        let file = target
+            .dir
+            .open(&target.name, OFlag::O_WRONLY | OFlag::O_NONBLOCK, None)
             .map_err(|e| self.err(at.clone(), e))?;
+        bounded::check_regular(&file).map_err(|e| self.err(at.clone(), e))?;
+        let mut file = file;
         set_access(&file, mode, uid, gid).map_err(|e| self.err(at.clone(), e))?;
         file.write_all(content)
             .and_then(|()| file.set_len(content.len() as u64))
@@ -346,6 +369,15 @@ impl AtomicFile {
             .map_err(|e| self.err(at, e))
     }
 }
+
+/// The permission bits of a status (`st_mode` is 16 bits wide on macOS, 32 on Linux).
+#[allow(clippy::useless_conversion)]
+fn mode_bits(stat: &FileStat) -> u32 {
+    u32::from(stat.st_mode) & 0o7777
+}
+
+/// A target's content and its status as found on the open descriptor.
+type Current = (Zeroizing<Vec<u8>>, FileStat);
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -360,15 +392,6 @@ fn set_access(file: &File, mode: u32, uid: Option<u32>, gid: Option<u32>) -> io:
         std::os::unix::fs::fchown(file, uid, gid)?;
     }
     file.set_permissions(fs::Permissions::from_mode(mode))
-}
-
-fn split(target: &Path) -> Option<(PathBuf, String)> {
-    let name = target.file_name()?.to_str()?.to_owned();
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Some((dir, name))
 }
 
 /// `.<name>.bedrock-keyd.`, with the name cut to fit NAME_MAX.
@@ -390,11 +413,11 @@ pub fn is_temp_for(file_name: &str, name: &str) -> bool {
 
 /// Deletes temp files a killed writer left for this target. Failures only warn: a
 /// leftover costs disk space, not correctness.
-fn clean_stale(sink: &str, dir: &Path, name: &str) {
-    let entries = match fs::read_dir(dir) {
+fn clean_stale(sink: &str, dir: &SafeDir, name: &str) {
+    let entries = match fs::read_dir(dir.path()) {
         Ok(entries) => entries,
         Err(e) => {
-            tracing::warn!(sink, dir = %dir.display(), error = %e, "cannot list the directory to clean up stale temp files");
+            tracing::warn!(sink, dir = %dir.path().display(), error = %e, "cannot list the directory to clean up stale temp files");
             return;
         }
     };
@@ -404,33 +427,20 @@ fn clean_stale(sink: &str, dir: &Path, name: &str) {
             continue;
         };
         if is_temp_for(file_name, name) {
-            let path = entry.path();
-            match fs::remove_file(&path) {
+            // By name in the directory the walk opened: the listing is only a hint of
+            // which names to remove there.
+            let path = dir.path().join(file_name);
+            match dir.unlink(file_name.as_ref()) {
                 Ok(()) => {
                     tracing::info!(sink, path = %path.display(), "removed a temp file left by an interrupted write")
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(sink, path = %path.display(), error = %e, "cannot remove a stale temp file")
                 }
             }
         }
     }
-}
-
-fn read_if_exists(target: &Path) -> io::Result<Option<(Zeroizing<Vec<u8>>, fs::Metadata)>> {
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(target)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
-    file.read_to_end(&mut bytes)?;
-    Ok(Some((bytes, meta)))
 }
 
 /// 64 random bits for temp names, from the standard library's per-process random
@@ -448,18 +458,18 @@ fn random_u64() -> u64 {
 }
 
 /// Removes the temp file unless the rename consumed it.
-struct TempGuard(Option<PathBuf>);
+struct TempGuard<'a>(&'a SafeDir, Option<String>);
 
-impl TempGuard {
+impl TempGuard<'_> {
     fn keep(mut self) {
-        self.0 = None;
+        self.1 = None;
     }
 }
 
-impl Drop for TempGuard {
+impl Drop for TempGuard<'_> {
     fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
+        if let Some(name) = self.1.take() {
+            let _ = self.0.unlink(name.as_ref());
         }
     }
 }
@@ -467,6 +477,7 @@ impl Drop for TempGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn temp_names_are_recognised_and_nothing_else() {

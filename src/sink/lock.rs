@@ -102,10 +102,10 @@ impl TargetLock {
         })?;
         let file = open_lock_file(&path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut locked) => {
+            Ok(locked) => {
                 // Best effort: the pid only makes a refusal clearer, the lock is held
                 // either way.
-                let _ = write_pid(&mut locked);
+                let _ = write_pid(&locked, &path);
                 Ok(Self {
                     _file: locked,
                     target: target.to_owned(),
@@ -157,23 +157,25 @@ fn open_lock_file(path: &Path) -> Result<File, LockError> {
         path: path.to_owned(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc_flags())
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(Errno::ELOOP as i32) {
-                LockError::Unsafe {
-                    path: path.to_owned(),
-                    why: "it is a symbolic link".to_owned(),
-                }
-            } else {
-                io_err(e)
+    // Read-only: flock needs no write access, and a descriptor open for writing would
+    // keep the file system from being remounted read-only under a running daemon.
+    // (O_CREAT with O_RDONLY creates the file all the same.)
+    let file = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CREAT | lock_flags(),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .map(File::from)
+    .map_err(|errno| {
+        if errno == Errno::ELOOP {
+            LockError::Unsafe {
+                path: path.to_owned(),
+                why: "it is a symbolic link".to_owned(),
             }
-        })?;
+        } else {
+            io_err(io::Error::from(errno))
+        }
+    })?;
     let meta = file.metadata().map_err(io_err)?;
     if !meta.file_type().is_file() {
         return Err(LockError::Unsafe {
@@ -194,14 +196,23 @@ fn open_lock_file(path: &Path) -> Result<File, LockError> {
     Ok(file)
 }
 
-fn libc_flags() -> i32 {
-    (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
-        .bits()
+fn lock_flags() -> nix::fcntl::OFlag {
+    nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC
 }
 
-fn write_pid(file: &mut File) -> io::Result<()> {
+/// Writes our pid through a second, short-lived descriptor of the same file (the
+/// locked one is read-only); the inode is compared, so a name swapped in between is
+/// never written.
+fn write_pid(locked: &File, path: &Path) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .custom_flags(lock_flags().bits())
+        .open(path)?;
+    let (a, b) = (locked.metadata()?, file.metadata()?);
+    if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+        return Err(io::Error::other("the lock file was replaced"));
+    }
     file.set_len(0)?;
-    file.rewind()?;
     file.write_all(format!("{}\n", std::process::id()).as_bytes())
 }
 

@@ -5,12 +5,15 @@
 //! and [`build`], which turns a spec into its writer. The writers live in the
 //! submodules: [`file`](mod@file) and [`envfile`] share the one atomic-replace routine in
 //! [`atomic`]; [`keyring`] talks to the OS keyrings; [`lock`] keeps one writer per target.
+//! Every path they follow is walked by [`path`], every file read through [`bounded`].
 
 pub mod atomic;
+pub mod bounded;
 pub mod envfile;
 pub mod file;
 pub mod keyring;
 pub mod lock;
+pub mod path;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -469,9 +469,11 @@ fn lookup_order_from_the_environment() {
     )
     .unwrap();
 
-    // $BEDROCK_KEYD_CONFIG beats $XDG_CONFIG_HOME.
+    // $BEDROCK_KEYD_CONFIG beats $XDG_CONFIG_HOME. (Its key has no region: one from
+    // the environment, or `check` would fail for it, instance metadata being off.)
     let out = env
         .cmd()
+        .env("AWS_REGION", "us-east-1")
         .env("BEDROCK_KEYD_CONFIG", &via_var)
         .env("XDG_CONFIG_HOME", &xdg)
         .arg("check")
@@ -508,7 +510,7 @@ fn no_config_anywhere_says_where_it_looked() {
     // HOME is the empty test home; /etc/bedrock-keyd/config.toml is not expected on a
     // test machine, and if it is, this test cannot tell anything.
     if Path::new("/etc/bedrock-keyd/config.toml").exists() {
-        eprintln!("SKIPPED: /etc/bedrock-keyd/config.toml exists on this machine");
+        util::report_skip("/etc/bedrock-keyd/config.toml exists on this machine");
         return;
     }
     let out = env.cmd().arg("check").output().unwrap();

@@ -404,6 +404,14 @@ fn private_mounts() -> Option<&'static str> {
         .then_some(unshare)
 }
 
+/// A target's lock file (`src/sink/lock.rs`), which stays beside it by design.
+fn is_lock_file(entry: &fs::DirEntry) -> bool {
+    entry
+        .file_name()
+        .to_string_lossy()
+        .ends_with(bedrock_keyd::sink::lock::LOCK_SUFFIX)
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -469,7 +477,10 @@ fn full_disk_fails_cleanly_and_keeps_the_old_key() {
     assert_eq!(read("before.env"), read("after.env"));
     assert!(read("before.key").starts_with("bedrock-api-key-"));
     assert_eq!(
-        read("listing").split_whitespace().collect::<Vec<_>>(),
+        read("listing")
+            .split_whitespace()
+            .filter(|name| !name.ends_with(bedrock_keyd::sink::lock::LOCK_SUFFIX))
+            .collect::<Vec<_>>(),
         ["app.env", "fill", "k.key"]
     );
 }
@@ -549,7 +560,8 @@ fn owner_and_group_are_applied() {
         );
         assert_eq!(meta.mode() & 0o7777, 0o640);
     }
-    // Without --owner/--group, root keeps the owner of the file it replaces.
+    // Without --owner/--group, the file becomes the daemon's own: an owner is never
+    // inherited from the file it replaces (issue 13; whoever created it first).
     let out = env
         .cmd_with_example_creds()
         .args([
@@ -565,10 +577,7 @@ fn owner_and_group_are_applied() {
         .unwrap();
     assert!(out.status.success(), "{}", util::stderr(&out));
     let meta = fs::metadata(env.path().join("e")).unwrap();
-    assert_eq!(
-        (meta.uid(), meta.gid()),
-        (nobody.uid.as_raw(), nobody.gid.as_raw())
-    );
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
     let text = fs::read_to_string(env.path().join("e")).unwrap();
     let key = bedrock_keyd::inspect::extract_key(&text, Some("AWS_BEARER_TOKEN_BEDROCK")).unwrap();
     assert_eq!(
@@ -816,7 +825,14 @@ fn sink_errors_exit_73_naming_sink_path_and_os_error() {
         bedrock_keyd::inspect::decode(&ok).unwrap().region,
         "eu-west-1"
     );
-    assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "no temp file left");
+    assert_eq!(
+        fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| !is_lock_file(e.as_ref().unwrap()))
+            .count(),
+        2,
+        "no temp file left"
+    );
 }
 
 #[test]
@@ -897,8 +913,12 @@ fn a_single_file_bind_mount_is_rewritten_in_place_with_a_warning() {
     assert!(err.contains("in place") && err.contains("busy"), "{err}");
     let written = fs::read_to_string(env.path().join("source.key")).unwrap();
     assert!(bedrock_keyd::inspect::decode(&written).is_ok());
+    // The target's lock file (`.mounted.key.bedrock-keyd.lock`) stays by design.
     assert_eq!(
-        fs::read_dir(env.path()).unwrap().count(),
+        fs::read_dir(env.path())
+            .unwrap()
+            .filter(|e| !is_lock_file(e.as_ref().unwrap()))
+            .count(),
         4,
         "no temp file left"
     );
@@ -985,10 +1005,10 @@ fn syscalls_happen_in_the_safe_order() {
         l.contains(&format!("fsync({fd})")) || l.contains(&format!("fsync({fd} <unfinished"))
     };
     let sync = find(write, &|l| fsync_of(l, &fd));
-    let rename = find(sync, &|l| l.contains("rename") && l.contains("/k\")"));
-    let dir = env.path().to_str().unwrap().to_owned();
+    // Relative to the directory the safe walk opened (issue 13), never by full path.
+    let rename = find(sync, &|l| l.contains("renameat") && l.contains(", \"k\")"));
     let open_dir = find(rename, &|l| {
-        l.contains(&format!("openat(AT_FDCWD, \"{dir}\", O_RDONLY"))
+        l.contains("openat(") && l.contains(", \".\", O_RDONLY")
     });
     let dir_fd = lines[open_dir]
         .rsplit("= ")

@@ -123,7 +123,10 @@ fn exit_codes_and_one_line_per_failing_sink() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
     let (_, _, err) = status(&env, &[], &[&f.short]);
-    assert!(err.contains("less than --min-valid 5m"), "{err}");
+    assert!(
+        err.contains("less than 5m (the default --min-valid)"),
+        "{err}"
+    );
 
     // Several failures: a summary line, then one line per failing sink; the valid
     // sink is not listed.
