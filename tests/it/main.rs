@@ -15,6 +15,7 @@ mod attacks;
 mod check;
 mod cli_mint;
 mod clients;
+mod clients_rotation;
 mod credentials;
 mod daemon_run;
 mod daemon_sim;
