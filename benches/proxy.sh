@@ -6,6 +6,7 @@
 # 64-connection load.
 #
 #   benches/proxy.sh                      # RUNS=3 runs of DURATION=10 s per cell
+#   nice -n -15 benches/proxy.sh          # as root on a shared machine: less noise in p99
 #   RUNS=5 DURATION=20 benches/proxy.sh
 #   NO_LITELLM=1 benches/proxy.sh         # skip the LiteLLM peer (its venv takes ~2 min)
 #
