@@ -123,7 +123,7 @@ general_settings:
   master_key: $MASTER_KEY
 EOF
   T0=$SECONDS
-  (cd "$WORK" && exec env LITELLM_LOG=ERROR "$OLDPWD/.venv-bench/bin/litellm" --config "$WORK/litellm.yaml" --host 127.0.0.1 \
+  (cd "$WORK" && exec env LITELLM_LOG=ERROR LITELLM_OFFLINE_MODE=true LITELLM_LOCAL_MODEL_COST_MAP=True "$OLDPWD/.venv-bench/bin/litellm" --config "$WORK/litellm.yaml" --host 127.0.0.1 \
     --port "$LITELLM_PORT" --num_workers 1 > "$WORK/litellm.log" 2>&1) & PIDS+=($!)
   # Listening is not ready: wait for the first answered chat completion (up to 3 min).
   for _ in $(seq 180); do

@@ -24,6 +24,10 @@ def main() -> int:
     args = common.parse_args(__doc__.splitlines()[0])
     # LiteLLM's own logging and telemetry stay off: the output is the ok/fail lines.
     os.environ.setdefault("LITELLM_LOG", "ERROR")
+    # Offline: its bundled model cost map and tokenizers, no fetch of its own (tests talk
+    # to 127.0.0.1 only).
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
     litellm.telemetry = False
