@@ -14,6 +14,8 @@ mod util;
 mod attacks;
 mod check;
 mod cli_mint;
+mod clients;
+mod clients_rotation;
 mod credentials;
 mod daemon_run;
 mod daemon_sim;
