@@ -4,9 +4,10 @@
 //! Imports run one way: [`cli`] → [`service`] → [`daemon`] → {[`schedule`],
 //! [`credentials`], [`key`], [`sink`], [`dependents`]} → [`clock`]; [`config`] turns
 //! the file into their validated types; [`error`], [`redact`] and [`logging`] serve
-//! every layer. Two imports still run the other way (issue 14): `config` names the
-//! proxy's spec types in `service::proxy`, and the dependents' debounced hook
-//! implements the daemon's `OnDelivered` on its status board.
+//! every layer (the `[[key.proxy]]` types are config's, [`config::proxy`], which the
+//! proxy in `service` serves). One import still runs the other way (issue 14): the
+//! dependents' debounced hook implements the daemon's `OnDelivered` on its status
+//! board.
 //! - [`cli`]: clap types and thin per-command glue; exit codes are decided here only;
 //! - [`service`]: what `run` and `exec` serve around the key tasks: [`service::serve`]
 //!   (taking its shutdown as a future), signals set up once, the `exec` supervisor,

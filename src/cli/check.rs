@@ -20,10 +20,10 @@ use serde_json::{Value, json};
 
 use super::CliError;
 use crate::clock::duration;
+use crate::config::proxy::{Listen, ProxySpec};
 use crate::config::{self, Config, ConfigLocation, ConfigOrigin, KeyConfig};
 use crate::dependents::{NotifySpec, SystemdAction};
 use crate::schedule::JitterSample;
-use crate::service::proxy::{Listen, ProxySpec};
 use crate::sink::{FileAccess, FileFormat, SinkSpec};
 
 /// Validate the config file and print what the daemon would do, without doing it.

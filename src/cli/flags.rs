@@ -8,13 +8,13 @@ use std::time::Duration;
 use clap::Args;
 
 use super::CliError;
+use crate::config::proxy::{Listen, ProxySpec, Upstream};
 use crate::config::{Config, ConfigLocation, KeyConfig};
 use crate::credentials::SourceSpec;
 use crate::dependents::{DEFAULT_SIGNAL, NotifySpec, Signal};
 use crate::key::KeyName;
 use crate::key::{Lifetime, Region};
 use crate::schedule::{DEFAULT_JITTER, DEFAULT_REFRESH_AT, RefreshPolicy, default_min_remaining};
-use crate::service::proxy::{Listen, ProxySpec, Upstream};
 use crate::sink::{
     DEFAULT_ENV_VARIABLE, DEFAULT_KEYRING_ACCOUNT, EnvFileSpec, FileAccess, FileFormat, FileMode,
     FileSpec, KeyringBackend, KeyringSpec, SinkSpec, UserRef,

@@ -12,6 +12,7 @@
 //! `min_remaining` to every `[[key]]` that does not set them itself.
 
 pub mod error;
+pub mod proxy;
 pub mod raw;
 
 use std::collections::HashMap;
@@ -26,13 +27,13 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub use error::{ConfigError, Invalid, SpannedError};
+use proxy::{Listen, ProxySpec, Upstream};
 use raw::{RawConfig, RawDefaults, RawKey, RawNotify, RawProxy, RawSink};
 
 use crate::credentials::SourceSpec;
 use crate::dependents::{self, NotifySpec, Signal, SystemdAction};
 use crate::key::{KeyName, Lifetime, Region};
 use crate::schedule::{self, RefreshPolicy};
-use crate::service::proxy::{Listen, ProxySpec, Upstream};
 use crate::sink::{
     self, EnvFileSpec, FileAccess, FileFormat, FileMode, FileSpec, KeyringBackend, KeyringSpec,
     SinkSpec, UserRef,
@@ -115,7 +116,7 @@ pub struct KeyConfig {
     /// At least one sink or proxy (`exec` runs keys with neither).
     pub sinks: Vec<SinkSpec>,
     pub notify: Vec<NotifySpec>,
-    /// Local endpoints that forward to Bedrock with this key ([`crate::service::proxy`]).
+    /// Local endpoints that forward to Bedrock with this key ([`crate::service::proxy`] serves them).
     pub proxies: Vec<ProxySpec>,
 }
 

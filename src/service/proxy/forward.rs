@@ -31,9 +31,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::current::KeyWatch;
 use super::metrics::{InFlight, ProxyMetrics};
-use super::spec::Upstream;
 use super::token::LocalToken;
 use crate::clock::Clock;
+use crate::config::proxy::Upstream;
 
 /// What the proxy answers with: the upstream's stream, or its own small JSON.
 pub type ProxyBody = Either<Tracked, Full<Bytes>>;

@@ -3,7 +3,8 @@
 //! token and this endpoint; each request is forwarded to Amazon Bedrock with the key
 //! current at that moment, so clients never see a rotation.
 //!
-//! - [`spec`]: what `[[key.proxy]]` and `run --proxy` say (validated, no side effects);
+//! - [`crate::config::proxy`]: what `[[key.proxy]]` and `run --proxy` say (validated, no
+//!   side effects; config's types, which this module serves);
 //! - [`current`]: the key each proxy uses, published by the daemon after delivery;
 //! - [`token`]: the local token file; [`tls`]: the listener's certificate and the
 //!   upstream's trust roots;
@@ -22,7 +23,6 @@
 pub mod current;
 pub mod forward;
 pub mod metrics;
-pub mod spec;
 pub mod tls;
 pub mod token;
 
@@ -38,8 +38,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+/// The validated `[[key.proxy]]` types live with the config that produces them.
+pub use crate::config::proxy::{Listen, ProxySpec, Upstream};
 pub use current::{CurrentKeys, Publish};
-pub use spec::{Listen, ProxySpec, Upstream};
 
 use crate::clock::Clock;
 use forward::Forwarder;
