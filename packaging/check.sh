@@ -249,7 +249,9 @@ sec_container() {
   [ "$cfg" = '65532:65532|["/bedrock-keyd"]|["run"]' ] || die "image config: $cfg"
   echo "image: USER 65532:65532, ENTRYPOINT /bedrock-keyd, CMD run"
   local run=(podman run --rm -i --read-only --network none)
-  if ldd "$bin" 2>&1 | grep -q "=>"; then
+  # (ldd's output is captured, not piped into grep -q: under pipefail an early-closed
+  # pipe fails the test at random, and a dynamic binary was then run without libc.)
+  if [[ "$(ldd "$bin" 2>&1)" == *"=>"* ]]; then
     # Not static: lend the host's libc read-only so the image's layout can still be
     # exercised. A release image must be built from the musl binary.
     run+=(-v /lib:/lib:ro -v /lib64:/lib64:ro)

@@ -14,7 +14,7 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
 
 [ -x "$binary" ] || { echo "build.sh: $binary is not an executable file" >&2; exit 2; }
 [ -s "$ca" ] || { echo "build.sh: no CA bundle at $ca (apt-get install ca-certificates)" >&2; exit 2; }
-if ldd "$binary" 2>&1 | grep -q "=>"; then
+if [[ "$(ldd "$binary" 2>&1)" == *"=>"* ]]; then
   echo "build.sh: warning: $binary is dynamically linked; the image will build but not run" >&2
 fi
 

@@ -62,7 +62,7 @@ vols=(-v "$w/keys:/keys" -v "$w/conf:/etc/bedrock-keyd:ro")
 keyd=(--read-only --network none "${vols[@]}")
 entry=("$tag")
 probe=(/bedrock-keyd)      # what an exec probe runs inside the sidecar
-if [ "${E2E_STANDIN:-0}" != 1 ] && ldd "$bin" 2>&1 | grep -q "=>"; then
+if [ "${E2E_STANDIN:-0}" != 1 ] && [[ "$(ldd "$bin" 2>&1)" == *"=>"* ]]; then
   # Not static: lend the host's libc read-only (as packaging/check.sh does). Fine for
   # trying a debug build; the shipped image must be built from the musl binary.
   keyd+=(-v /lib:/lib:ro -v /lib64:/lib64:ro)
