@@ -21,7 +21,8 @@
 //! - [`key`]: the secret type ([`key::ApiKey`]), its metadata, [`key::Lifetime`],
 //!   [`key::Region`], [`key::KeyName`]; minting ([`key::mint`], pure, via
 //!   `aws-sigv4`), decoding a key offline ([`key::decode`]), and the key-file formats
-//!   ([`key::format`]: render, and read raw/JSON/dotenv);
+//!   ([`key::format`]: render, and read raw/JSON/dotenv; the one reader of key files,
+//!   whose dotenv scanner the env-file sink also edits with);
 //! - [`credentials`]: all AWS SDK setup: where credentials and the region come from;
 //! - [`sink`]: where keys are delivered (file, env-file, keyring), one writer per target
 //!   (`sink::lock`), paths walked safely (`sink::path`), every file read bounded

@@ -373,13 +373,7 @@ fn read_file(
     if let Some(var) = variable {
         // An env-file the daemon has not written yet: say which line is missing
         // rather than that some other line is not a key.
-        let assigns = text.lines().any(|l| {
-            let l = l.trim_start();
-            let l = l.strip_prefix("export ").unwrap_or(l).trim_start();
-            l.strip_prefix(var)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        });
-        if !assigns {
+        if !crate::key::format::assigns(text.as_bytes(), var) {
             return Err(("missing", format!("no {var}= line in it")));
         }
     }

@@ -9,7 +9,9 @@
 //!
 //! Reading: [`parse_raw`] (is this raw file exactly our key?) and [`extract_key`]
 //! (the key in a raw, JSON or dotenv file), which `inspect`, `status`, the file
-//! sink and `token` (through the sinks) read with.
+//! sink and `token` (through the sinks) read with. Dotenv files have one scanner
+//! here ([`value_of`], [`assigns`]; comments, `export`, quotes, CRLF, multi-line
+//! values), which the env-file sink also edits with (`sink::envfile::merge`).
 
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -54,8 +56,8 @@ pub fn json(key: &ApiKey, meta: &KeyMeta) -> Zeroizing<String> {
 }
 
 /// Pulls a key out of what a sink wrote: a raw key (`key\n`), the JSON sink format
-/// (`{"key": …}`), or a dotenv file with a `NAME=key` line. `variable` picks the line
-/// in a dotenv file; `None` takes the only line whose value looks like a key.
+/// (`{"key": …}`), or a dotenv file with a `NAME=key` line. `variable` picks the
+/// assignment in a dotenv file; `None` takes the last one whose value looks like a key.
 pub fn extract_key(text: &str, variable: Option<&str>) -> Result<String, InspectError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -77,23 +79,202 @@ pub fn extract_key(text: &str, variable: Option<&str>) -> Result<String, Inspect
     if trimmed.starts_with(KEY_PREFIX) || !trimmed.contains('=') {
         return Ok(trimmed.to_owned());
     }
-    // A dotenv file: NAME=value lines, comments, optional `export`, optional quotes.
-    for line in trimmed.lines() {
-        let line = line.trim();
-        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let Some((name, value)) = line.split_once('=') else {
-            continue;
-        };
-        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-        let wanted = match variable {
-            Some(v) => name.trim() == v,
-            None => value.starts_with(KEY_PREFIX),
-        };
-        if wanted {
-            return Ok(value.to_owned());
-        }
+    // A dotenv file, read by the one scanner the env-file sink edits with (comments,
+    // `export`, quotes, CRLF, multi-line values): the last assignment, as every
+    // consumer of the file takes it.
+    let value = match variable {
+        Some(v) => value_of(text.as_bytes(), v),
+        None => last_key_value(text.as_bytes()),
+    };
+    if let Some(value) = value {
+        return Ok(value.to_owned());
     }
     Err(InspectError::WrongPrefix)
+}
+
+// Dotenv files: the one scanner, which the env-file sink edits with and every
+// reader of a dotenv file reads with.
+
+/// One assignment found in a dotenv file: `span` covers it from the start of its
+/// first line to the end of its value (line ending excluded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Assignment {
+    pub(crate) start: usize,
+    /// Where the name starts: after indentation and `export `.
+    pub(crate) name_start: usize,
+    pub(crate) name_end: usize,
+    /// After the `=`.
+    pub(crate) value_start: usize,
+    pub(crate) end: usize,
+}
+
+/// Why a dotenv file cannot be edited safely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "line {line}: a quoted value is never closed, so where the assignments are is ambiguous; fix the file by hand"
+)]
+pub struct ParseError {
+    /// 1-based line of the assignment whose quote stays open.
+    pub line: usize,
+}
+
+/// Every assignment in `text`, in order. Lines inside a multi-line quoted value are
+/// part of that value, never assignments of their own.
+pub(crate) fn dotenv_assignments(text: &[u8]) -> Result<Vec<Assignment>, ParseError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < text.len() {
+        let line_end = find_line_end(text, pos);
+        let Some((name_start, name_end, value_start)) = parse_head(&text[pos..line_end]) else {
+            pos = next_line(text, line_end);
+            continue;
+        };
+        let end = value_end(text, pos + value_start).ok_or_else(|| ParseError {
+            line: 1 + text[..pos].iter().filter(|&&b| b == b'\n').count(),
+        })?;
+        out.push(Assignment {
+            start: pos,
+            name_start: pos + name_start,
+            name_end: pos + name_end,
+            value_start: pos + value_start,
+            end,
+        });
+        pos = next_line(text, end);
+    }
+    Ok(out)
+}
+
+/// `[ws][export ws]NAME[ws]=` at the start of a line: offsets of the name and of the
+/// value.
+fn parse_head(line: &[u8]) -> Option<(usize, usize, usize)> {
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    let mut i = line.iter().position(|&b| !blank(b))?;
+    if line[i..].starts_with(b"export") && line.get(i + 6).copied().is_some_and(blank) {
+        i += 6;
+        while line.get(i).copied().is_some_and(blank) {
+            i += 1;
+        }
+    }
+    let name_start = i;
+    while line
+        .get(i)
+        .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        i += 1;
+    }
+    if i == name_start || line[name_start].is_ascii_digit() {
+        return None;
+    }
+    let name_end = i;
+    while line.get(i).copied().is_some_and(blank) {
+        i += 1;
+    }
+    (line.get(i) == Some(&b'=')).then_some((name_start, name_end, i + 1))
+}
+
+/// Where a value that starts at `start` ends: at the end of its line, unless a quote
+/// or a trailing backslash carries it over to the next ones. `None` for a quote that
+/// is never closed.
+fn value_end(text: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    let mut quote: Option<u8> = None;
+    while i < text.len() {
+        let b = text[i];
+        match quote {
+            None => match b {
+                b'\n' => {
+                    return Some(if i > start && text[i - 1] == b'\r' {
+                        i - 1
+                    } else {
+                        i
+                    });
+                }
+                b'\\' => i += 1,
+                b'\'' | b'"' => quote = Some(b),
+                // An unquoted `#` after blanks starts a comment: quotes in it mean nothing.
+                b'#' if i > start && matches!(text[i - 1], b' ' | b'\t') => {
+                    return Some(find_line_end(text, i));
+                }
+                _ => {}
+            },
+            Some(b'"') => match b {
+                b'\\' => i += 1,
+                b'"' => quote = None,
+                _ => {}
+            },
+            Some(_) => {
+                if b == b'\'' {
+                    quote = None;
+                }
+            }
+        }
+        i += 1;
+    }
+    // The last line, or a continuation that runs into the end of the file.
+    quote.is_none().then_some(text.len())
+}
+
+/// The end of the line that contains `pos`, before any `\r\n` or `\n`.
+fn find_line_end(text: &[u8], pos: usize) -> usize {
+    let nl = text[pos..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |p| pos + p);
+    if nl > pos && text[nl - 1] == b'\r' && nl < text.len() {
+        nl - 1
+    } else {
+        nl
+    }
+}
+
+/// The start of the line after the one that ends at `end`.
+fn next_line(text: &[u8], end: usize) -> usize {
+    match text[end..].iter().position(|&b| b == b'\n') {
+        Some(p) => end + p + 1,
+        None => text.len(),
+    }
+}
+
+/// The value of the last assignment of `variable` (the one every consumer uses), with
+/// one level of matching quotes removed.
+pub fn value_of<'a>(text: &'a [u8], variable: &str) -> Option<&'a str> {
+    let a = dotenv_assignments(text)
+        .ok()?
+        .into_iter()
+        .rfind(|a| &text[a.name_start..a.name_end] == variable.as_bytes())?;
+    unquoted_value(text, &a)
+}
+
+/// Whether `text` assigns `variable`. A file the scanner cannot split (a quote that
+/// is never closed) counts as assigning it: what is wrong with it is for the reader
+/// of the value to say.
+pub fn assigns(text: &[u8], variable: &str) -> bool {
+    dotenv_assignments(text).map_or(true, |all| {
+        all.iter()
+            .any(|a| &text[a.name_start..a.name_end] == variable.as_bytes())
+    })
+}
+
+/// The value of the last assignment whose value looks like a key.
+fn last_key_value(text: &[u8]) -> Option<&str> {
+    dotenv_assignments(text)
+        .ok()?
+        .iter()
+        .rev()
+        .filter_map(|a| unquoted_value(text, a))
+        .find(|v| v.starts_with(KEY_PREFIX))
+}
+
+/// An assignment's value, trimmed, with one level of matching quotes removed.
+fn unquoted_value<'a>(text: &'a [u8], a: &Assignment) -> Option<&'a str> {
+    let raw = std::str::from_utf8(&text[a.value_start..a.end])
+        .ok()?
+        .trim();
+    let unquoted = ['"', '\'']
+        .iter()
+        .find_map(|&q| raw.strip_prefix(q).and_then(|r| r.strip_suffix(q)))
+        .unwrap_or(raw);
+    Some(unquoted)
 }
 
 #[cfg(test)]

@@ -11,12 +11,15 @@
 //! endings, invalid UTF-8, a last line without a newline). Each assignment of the
 //! variable is rewritten in place, keeping its indentation, an `export ` prefix and its
 //! line ending; with no assignment, one is appended. The file itself is written by
-//! [`super::atomic`].
+//! [`super::atomic`]. Where the assignments are comes from the one dotenv scanner in
+//! [`crate::key::format`], which every reader of the file (this sink's `read`, `status`,
+//! `inspect --file`) also uses.
 
 use zeroize::Zeroizing;
 
 use super::atomic::AtomicFile;
 use super::{EnvFileSpec, Sink, SinkError, WriteOutcome};
+use crate::key::format::{ParseError, dotenv_assignments};
 use crate::key::{ApiKey, KeyMeta};
 
 /// An env-file sink built from its spec.
@@ -74,7 +77,7 @@ impl Sink for EnvFileSink {
         let Some(bytes) = self.file.read()? else {
             return Ok(None);
         };
-        Ok(value_of(&bytes, &self.variable).map(|v| ApiKey::new(v.to_owned())))
+        Ok(crate::key::format::value_of(&bytes, &self.variable).map(|v| ApiKey::new(v.to_owned())))
     }
 }
 
@@ -84,146 +87,6 @@ pub fn is_safe_value(value: &str) -> bool {
         && value.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'.')
         })
-}
-
-/// One assignment found in a dotenv file: `span` covers it from the start of its
-/// first line to the end of its value (line ending excluded).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Assignment {
-    start: usize,
-    /// Where the name starts: after indentation and `export `.
-    name_start: usize,
-    name_end: usize,
-    /// After the `=`.
-    value_start: usize,
-    end: usize,
-}
-
-/// Why a dotenv file cannot be edited safely.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "line {line}: a quoted value is never closed, so where the assignments are is ambiguous; fix the file by hand"
-)]
-pub struct ParseError {
-    /// 1-based line of the assignment whose quote stays open.
-    pub line: usize,
-}
-
-/// Every assignment in `text`, in order. Lines inside a multi-line quoted value are
-/// part of that value, never assignments of their own.
-fn assignments(text: &[u8]) -> Result<Vec<Assignment>, ParseError> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < text.len() {
-        let line_end = find_line_end(text, pos);
-        let Some((name_start, name_end, value_start)) = parse_head(&text[pos..line_end]) else {
-            pos = next_line(text, line_end);
-            continue;
-        };
-        let end = value_end(text, pos + value_start).ok_or_else(|| ParseError {
-            line: 1 + text[..pos].iter().filter(|&&b| b == b'\n').count(),
-        })?;
-        out.push(Assignment {
-            start: pos,
-            name_start: pos + name_start,
-            name_end: pos + name_end,
-            value_start: pos + value_start,
-            end,
-        });
-        pos = next_line(text, end);
-    }
-    Ok(out)
-}
-
-/// `[ws][export ws]NAME[ws]=` at the start of a line: offsets of the name and of the
-/// value.
-fn parse_head(line: &[u8]) -> Option<(usize, usize, usize)> {
-    let blank = |b: u8| b == b' ' || b == b'\t';
-    let mut i = line.iter().position(|&b| !blank(b))?;
-    if line[i..].starts_with(b"export") && line.get(i + 6).copied().is_some_and(blank) {
-        i += 6;
-        while line.get(i).copied().is_some_and(blank) {
-            i += 1;
-        }
-    }
-    let name_start = i;
-    while line
-        .get(i)
-        .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        i += 1;
-    }
-    if i == name_start || line[name_start].is_ascii_digit() {
-        return None;
-    }
-    let name_end = i;
-    while line.get(i).copied().is_some_and(blank) {
-        i += 1;
-    }
-    (line.get(i) == Some(&b'=')).then_some((name_start, name_end, i + 1))
-}
-
-/// Where a value that starts at `start` ends: at the end of its line, unless a quote
-/// or a trailing backslash carries it over to the next ones. `None` for a quote that
-/// is never closed.
-fn value_end(text: &[u8], start: usize) -> Option<usize> {
-    let mut i = start;
-    let mut quote: Option<u8> = None;
-    while i < text.len() {
-        let b = text[i];
-        match quote {
-            None => match b {
-                b'\n' => {
-                    return Some(if i > start && text[i - 1] == b'\r' {
-                        i - 1
-                    } else {
-                        i
-                    });
-                }
-                b'\\' => i += 1,
-                b'\'' | b'"' => quote = Some(b),
-                // An unquoted `#` after blanks starts a comment: quotes in it mean nothing.
-                b'#' if i > start && matches!(text[i - 1], b' ' | b'\t') => {
-                    return Some(find_line_end(text, i));
-                }
-                _ => {}
-            },
-            Some(b'"') => match b {
-                b'\\' => i += 1,
-                b'"' => quote = None,
-                _ => {}
-            },
-            Some(_) => {
-                if b == b'\'' {
-                    quote = None;
-                }
-            }
-        }
-        i += 1;
-    }
-    // The last line, or a continuation that runs into the end of the file.
-    quote.is_none().then_some(text.len())
-}
-
-/// The end of the line that contains `pos`, before any `\r\n` or `\n`.
-fn find_line_end(text: &[u8], pos: usize) -> usize {
-    let nl = text[pos..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(text.len(), |p| pos + p);
-    if nl > pos && text[nl - 1] == b'\r' && nl < text.len() {
-        nl - 1
-    } else {
-        nl
-    }
-}
-
-/// The start of the line after the one that ends at `end`.
-fn next_line(text: &[u8], end: usize) -> usize {
-    match text[end..].iter().position(|&b| b == b'\n') {
-        Some(p) => end + p + 1,
-        None => text.len(),
-    }
 }
 
 /// `text` with every assignment of `variable` set to `value` (or one appended).
@@ -237,7 +100,7 @@ pub fn merge(text: &[u8], variable: &str, value: &str) -> Result<Zeroizing<Vec<u
     ));
     let mut copied = 0;
     let mut found = false;
-    for a in assignments(text)? {
+    for a in dotenv_assignments(text)? {
         if &text[a.name_start..a.name_end] != variable.as_bytes() {
             continue;
         }
@@ -295,26 +158,10 @@ fn line_ending(text: &[u8]) -> &'static [u8] {
     }
 }
 
-/// The value of the last assignment of `variable` (the one every consumer uses), with
-/// one level of matching quotes removed.
-pub fn value_of<'a>(text: &'a [u8], variable: &str) -> Option<&'a str> {
-    let a = assignments(text)
-        .ok()?
-        .into_iter()
-        .rfind(|a| &text[a.name_start..a.name_end] == variable.as_bytes())?;
-    let raw = std::str::from_utf8(&text[a.value_start..a.end])
-        .ok()?
-        .trim();
-    let unquoted = ['"', '\'']
-        .iter()
-        .find_map(|&q| raw.strip_prefix(q).and_then(|r| r.strip_suffix(q)))
-        .unwrap_or(raw);
-    Some(unquoted)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::format::value_of;
     use proptest::prelude::*;
 
     const KEY: &str = "bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29tLz9BY3Rpb249==";
@@ -425,7 +272,7 @@ mod tests {
         #[test]
         fn other_assignments_are_untouched(text in file()) {
             let Ok(after) = merge(&text, "TOKEN", KEY) else { return Ok(()) };
-            let others = |t: &[u8]| assignments(t)
+            let others = |t: &[u8]| dotenv_assignments(t)
                 .unwrap()
                 .into_iter()
                 .filter(|a| &t[a.name_start..a.name_end] != b"TOKEN")
@@ -442,7 +289,7 @@ mod tests {
 
         #[test]
         fn a_file_without_the_variable_is_a_prefix_of_the_result(text in file()) {
-            let Ok(found) = assignments(&text) else { return Ok(()) };
+            let Ok(found) = dotenv_assignments(&text) else { return Ok(()) };
             prop_assume!(!found.iter().any(|a| &text[a.name_start..a.name_end] == b"TOKEN"));
             let after = merge(&text, "TOKEN", KEY).unwrap();
             prop_assert!(after.starts_with(&text));

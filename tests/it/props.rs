@@ -194,7 +194,8 @@ proptest! {
         text in proptest::collection::vec(any::<u8>(), 0..600),
         lines in proptest::collection::vec("(export )?[A-Z_]{1,8}=[\"']?[ -~]{0,20}[\"']?|#[ -~]{0,20}|", 0..8),
     ) {
-        use bedrock_keyd::sink::envfile::{merge, value_of};
+        use bedrock_keyd::key::format::value_of;
+        use bedrock_keyd::sink::envfile::merge;
         const KEY: &str = "bedrock-api-key-QUJD";
         for input in [text, lines.join("\n").into_bytes(), lines.join("\r\n").into_bytes()] {
             if let Ok(out) = merge(&input, "AWS_BEARER_TOKEN_BEDROCK", KEY) {
