@@ -138,7 +138,8 @@ impl Config {
 
 impl KeyConfig {
     /// Builds a key outside the config file (from the command line's key flags) with
-    /// the checks the file gets: at least one sink, no two sinks with the same target.
+    /// the checks the file gets: at least one sink, no two sinks with the same target
+    /// ([`SinkTargets`]: the file's rule and wording, each sink named by its flag).
     /// Each part is already validated by its own type; an explicit `min_remaining`
     /// shorter than the lifetime is the caller's check (a defaulted one fits by
     /// construction, [`crate::schedule::default_min_remaining`]).
@@ -153,13 +154,16 @@ impl KeyConfig {
         if sinks.is_empty() {
             return Err("no sink: give --file, --env-file or --keyring".to_owned());
         }
-        let mut seen = Vec::with_capacity(sinks.len());
+        let mut targets = SinkTargets::default();
         for sink in &sinks {
-            let target = sink_target(sink);
-            if seen.contains(&target) {
-                return Err(format!("{target} is given twice"));
-            }
-            seen.push(target);
+            let flag = match sink {
+                SinkSpec::File(_) => "--file",
+                SinkSpec::EnvFile(_) => "--env-file",
+                SinkSpec::Keyring(_) => "--keyring",
+            };
+            targets
+                .add(sink, flag.to_owned(), ())
+                .map_err(|(why, ())| format!("{flag}: {why}"))?;
         }
         let key = Self::without_sinks(name, source, lifetime, policy, notify)?;
         Ok(Self { sinks, ..key })
@@ -199,6 +203,42 @@ pub fn check_min_remaining(min_remaining: Duration, lifetime: Lifetime) -> Resul
         ));
     }
     Ok(())
+}
+
+/// Two sinks writing one target would race and overwrite each other: the one rule,
+/// for the file and the flags, with one wording. Each sink is added with the words
+/// that say where it was given (`key "a": sink[0].path`, `--file`), which the message
+/// names for both sinks, and a place the caller keeps for its own report (the file's
+/// span; nothing for the flags).
+#[derive(Debug)]
+pub struct SinkTargets<P> {
+    seen: HashMap<String, (String, P)>,
+}
+
+impl<P> Default for SinkTargets<P> {
+    fn default() -> Self {
+        Self {
+            seen: HashMap::new(),
+        }
+    }
+}
+
+impl<P: Clone> SinkTargets<P> {
+    /// `Err` when an earlier sink writes the same target: the rule's words (the
+    /// caller puts `here` in front) and the earlier sink's place.
+    pub fn add(&mut self, sink: &SinkSpec, here: String, place: P) -> Result<(), (String, P)> {
+        let target = sink_target(sink);
+        if let Some((first, first_place)) = self.seen.get(&target) {
+            return Err((
+                format!(
+                    "{target} is already written by {first}; every sink must have its own target"
+                ),
+                first_place.clone(),
+            ));
+        }
+        self.seen.insert(target, (here, place));
+        Ok(())
+    }
 }
 
 /// What a sink writes to, for duplicate detection: `file /run/x.key` (file and
@@ -359,7 +399,7 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
         let mut names: HashMap<KeyName, (usize, Range<usize>)> = HashMap::new();
-        let mut targets: HashMap<String, (String, Range<usize>)> = HashMap::new();
+        let mut targets = SinkTargets::default();
         let mut keys = Vec::with_capacity(raw.keys.len());
         for (index, key) in raw.keys.iter().enumerate() {
             let (config, name_span) = validate_key(index, key, &defaults)?;
@@ -377,7 +417,6 @@ impl TryFrom<RawConfig> for Config {
             names.insert(config.name.clone(), (index, name_span));
             keys.push(config);
         }
-        // Two sinks writing the same target would race and overwrite each other.
         for (key, raw_key) in keys.iter().zip(raw.keys.iter()) {
             let label = format!("key {:?}", key.name.as_str());
             for (j, (spec, raw_sink)) in key
@@ -387,22 +426,15 @@ impl TryFrom<RawConfig> for Config {
                 .enumerate()
             {
                 let here = format!("{label}: sink[{j}]");
-                let target = sink_target(spec);
                 let (span, here) = match &raw_sink.get_ref().path {
                     Some(path) => (path.span(), format!("{here}.path")),
                     None => (raw_sink.span(), here),
                 };
-                if let Some((first, first_span)) = targets.get(&target) {
-                    return Err(SpannedError::new(
-                        span,
-                        here.clone(),
-                        format!(
-                            "{target} is already written by {first}; every sink must have its own target"
-                        ),
-                    )
-                    .with_related(first_span.clone()));
-                }
-                targets.insert(target, (here, span));
+                targets
+                    .add(spec, here.clone(), span.clone())
+                    .map_err(|(why, first_span)| {
+                        SpannedError::new(span, here, why).with_related(first_span)
+                    })?;
             }
         }
         // Two proxies cannot listen on one address; say so here rather than at bind.

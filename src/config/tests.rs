@@ -856,7 +856,9 @@ fn single_key_mode_gets_the_same_checks() {
     assert!(
         build("1h", vec![file("/run/a.key"), file("/run/a.key")])
             .unwrap_err()
-            .contains("file /run/a.key is given twice")
+            .contains(
+                "--file: file /run/a.key is already written by --file; every sink must have its own target"
+            )
     );
     // An explicit --min-remaining too long for --lifetime is refused by the flags
     // (`tests/it/first_day.rs`): the policy given here may be a shrunk default.
