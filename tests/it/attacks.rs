@@ -76,23 +76,6 @@ fn as_nobody(env: &TestEnv, script: &str) {
     );
 }
 
-/// `sh -c SCRIPT` in the test's directory with the example credentials and the binary
-/// as `$BKD`.
-fn script(env: &TestEnv, script: &str) -> Command {
-    let mut sh = Command::new("sh");
-    sh.args(["-c", script])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", env.home())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", util::EXAMPLE_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", util::EXAMPLE_SECRET_ACCESS_KEY)
-        .env("BKD", util::bin())
-        .env(env.log_env().0, env.log_env().1)
-        .current_dir(env.path());
-    sh
-}
-
 /// Runs `cmd` with stdin from /dev/null; kills it and fails the test if it is still
 /// running after [`NO_HANG`].
 fn output_within(cmd: &mut Command, what: &str) -> Output {
@@ -166,8 +149,7 @@ fn a_pid_file_of_another_user_cannot_aim_at_a_root_process() {
     // the pid file of its own directory, and root's `once` is told to TERM that pid.
     // A second pid file names nobody's own process: that one must still be signalled.
     let out = output_within(
-        &mut script(
-            &env,
+        &mut env.script(
             r#"exec unshare --fork --pid --mount-proc sh -c '
                 sleep 60 & victim=$!
                 runuser -u nobody -- sh -c "echo $victim > app/victim.pid"
@@ -313,10 +295,7 @@ fn a_config_in_a_directory_of_another_user_is_refused() {
 
 /// `$BKD ARGS` under an address-space cap.
 fn capped(env: &TestEnv, args: &str) -> Command {
-    script(
-        env,
-        &format!("ulimit -v {ULIMIT_V_KIB}; exec \"$BKD\" {args}"),
-    )
+    env.script(&format!("ulimit -v {ULIMIT_V_KIB}; exec \"$BKD\" {args}"))
 }
 
 #[test]

@@ -80,17 +80,9 @@ impl Setup {
         }
     }
 
-    /// `program args…` with `TestEnv::cmd()`'s clean environment.
+    /// `program args…` with `TestEnv::clean()`'s environment.
     fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let base = self.env.cmd();
-        let mut cmd = Command::new(program);
-        cmd.env_clear().current_dir(self.env.path());
-        for (name, value) in base.get_envs() {
-            if let Some(value) = value {
-                cmd.env(name, value);
-            }
-        }
-        cmd
+        self.env.clean(program)
     }
 
     /// `bedrock-keyd run --config …` taking credentials from `server`'s endpoint.

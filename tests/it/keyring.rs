@@ -34,21 +34,13 @@ for region in us-east-1 eu-central-1; do
 done
 {cleanup}"#
     );
-    let out = Command::new(wrapper[0])
+    let out = env
+        .scripting(wrapper[0])
         .args(&wrapper[1..])
         .args(["sh", "-c", &script])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", env.home())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", util::EXAMPLE_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", util::EXAMPLE_SECRET_ACCESS_KEY)
-        .env("BKD", util::bin())
-        .env(env.log_env().0, env.log_env().1)
         // Unique per run: the kernel's persistent keyring is shared by every process
         // of the user, including a concurrent run of this test.
         .env("ACCOUNT", format!("alice-{}", std::process::id()))
-        .current_dir(env.path())
         .output()
         .unwrap();
     assert!(

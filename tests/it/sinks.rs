@@ -424,23 +424,6 @@ fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// `sh -c SCRIPT` in the test's directory, with the environment of
-/// `cmd_with_example_creds` and the binary as `$BKD`.
-fn script(env: &TestEnv, script: &str) -> Command {
-    let mut sh = Command::new("sh");
-    sh.args(["-c", script])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", env.home())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", util::EXAMPLE_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", util::EXAMPLE_SECRET_ACCESS_KEY)
-        .env("BKD", util::bin())
-        .env(env.log_env().0, env.log_env().1)
-        .current_dir(env.path());
-    sh
-}
-
 #[test]
 fn full_disk_fails_cleanly_and_keeps_the_old_key() {
     let Some(unshare) = private_mounts() else {
@@ -450,8 +433,7 @@ fn full_disk_fails_cleanly_and_keeps_the_old_key() {
     };
     let env = TestEnv::new();
     fs::create_dir(env.path().join("mnt")).unwrap();
-    let out = script(
-        &env,
+    let out = env.script(
         &format!(r#"exec {unshare} sh -ec '
             mount -t tmpfs -o size=64k tmpfs mnt
             "$BKD" once --region us-east-1 --file mnt/k.key --env-file mnt/app.env
@@ -491,8 +473,7 @@ fn mode_is_exact_whatever_the_umask() {
     let env = TestEnv::new();
     for umask in ["000", "077", "022"] {
         for mode in ["0600", "0640", "0400", "0660"] {
-            let out = script(
-                &env,
+            let out = env.script(
                 &format!(
                     r#"umask {umask}; exec "$BKD" once --region us-east-1 --mode {mode} --file f-{umask}-{mode} --env-file e-{umask}-{mode}"#
                 ),
@@ -900,16 +881,14 @@ fn a_single_file_bind_mount_is_rewritten_in_place_with_a_warning() {
     let env = TestEnv::new();
     fs::write(env.path().join("source.key"), "old\n").unwrap();
     fs::write(env.path().join("mounted.key"), "").unwrap();
-    let out = script(
-        &env,
-        &format!(
+    let out = env
+        .script(&format!(
             r#"exec {unshare} sh -ec '
             mount --bind source.key mounted.key
             "$BKD" once --region us-east-1 --file mounted.key 2>err'"#
-        ),
-    )
-    .output()
-    .unwrap();
+        ))
+        .output()
+        .unwrap();
     let err = fs::read_to_string(env.path().join("err")).unwrap_or_default();
     assert!(out.status.success(), "{} {err}", util::stderr(&out));
     assert!(err.contains("in place") && err.contains("busy"), "{err}");
@@ -972,8 +951,7 @@ fn syscalls_happen_in_the_safe_order() {
     }
     let env = TestEnv::new();
     let uid = nix::unistd::geteuid().as_raw().to_string();
-    let out = script(
-        &env,
+    let out = env.script(
         &format!(
             r#"exec strace -f -o trace -e trace=openat,fchmod,fchown,write,fsync,rename,renameat,renameat2 "$BKD" once --region us-east-1 --file k --mode 0640 --owner {uid}"#
         ),

@@ -306,18 +306,10 @@ err=$("$BKD" status --config config.toml 2>&1); rc=$?; printf '%s\nbefore=%s\n' 
 keyctl purge user "keyring:$ACCOUNT@bedrock-keyd-test" >/dev/null 2>&1 || true
 "#;
     // A fresh anonymous session keyring: nothing leaks into the caller's keyrings.
-    let out = std::process::Command::new("keyctl")
+    let out = env
+        .scripting("keyctl")
         .args(["session", "-", "sh", "-c", script])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", env.home())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", util::EXAMPLE_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", util::EXAMPLE_SECRET_ACCESS_KEY)
-        .env("BKD", util::bin())
-        .env(env.log_env().0, env.log_env().1)
         .env("ACCOUNT", &account)
-        .current_dir(env.path())
         .output()
         .unwrap();
     let stdout = util::stdout(&out);

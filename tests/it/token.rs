@@ -265,13 +265,10 @@ fn have(program: &str) -> bool {
 /// Runs `script` under `wrapper` with the example credentials in `$CREDS` (to be put
 /// in the environment of one command only) and the binary in `$BKD`.
 fn keyring_script(env: &TestEnv, wrapper: &[&str], script: &str) -> Output {
-    let out = Command::new(wrapper[0])
+    let out = env
+        .clean(wrapper[0])
         .args(&wrapper[1..])
         .args(["sh", "-c", script])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", env.home())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env(
             "CREDS",
             format!(
@@ -281,9 +278,7 @@ fn keyring_script(env: &TestEnv, wrapper: &[&str], script: &str) -> Output {
             ),
         )
         .env("BKD", util::bin())
-        .env(env.log_env().0, env.log_env().1)
         .env("ACCOUNT", format!("token-{}", std::process::id()))
-        .current_dir(env.path())
         .output()
         .unwrap();
     assert!(

@@ -113,9 +113,10 @@ impl TestEnv {
         (crate::leaks::LOG_DIR_VAR, self.logs())
     }
 
-    /// `bedrock-keyd` with a clean environment (PATH kept).
-    pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(bin());
+    /// `program` with a clean environment (PATH kept), in the test's directory: the
+    /// one builder of that environment, which every command of the tests starts from.
+    pub fn clean(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home())
@@ -123,6 +124,28 @@ impl TestEnv {
             .env(crate::leaks::LOG_DIR_VAR, self.logs())
             .current_dir(self.path());
         cmd
+    }
+
+    /// `bedrock-keyd` with a clean environment (PATH kept).
+    pub fn cmd(&self) -> Command {
+        self.clean(bin())
+    }
+
+    /// `program` (a shell, or a wrapper that runs one) with `clean()`'s environment,
+    /// the example credentials and the binary as `$BKD`.
+    pub fn scripting(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = self.clean(program);
+        cmd.env("AWS_ACCESS_KEY_ID", EXAMPLE_ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", EXAMPLE_SECRET_ACCESS_KEY)
+            .env("BKD", bin());
+        cmd
+    }
+
+    /// `sh -c SCRIPT` with `scripting()`'s environment.
+    pub fn script(&self, script: &str) -> Command {
+        let mut sh = self.scripting("sh");
+        sh.args(["-c", script]);
+        sh
     }
 
     /// `cmd()` with the example static credentials in the environment.
