@@ -110,6 +110,66 @@ impl Setup {
     }
 }
 
+/// The set-up most tests here share: the scratch environment of `Setup::new("20s",
+/// 0.15, "")`, the container endpoint, a daemon rotating the key from it, and the
+/// first key the daemon wrote.
+struct Rotating {
+    // Dropped in this order: the daemon before the endpoint and the directory it uses.
+    daemon: Daemon,
+    server: FakeServer,
+    setup: Setup,
+    k1: String,
+}
+
+impl Rotating {
+    /// The daemon as `Setup::run_with_endpoint` starts it.
+    fn start() -> Self {
+        Self::start_with(Setup::run_with_endpoint)
+    }
+
+    /// The daemon as `run` builds it, given the set-up and the endpoint.
+    fn start_with(run: impl FnOnce(&Setup, &FakeServer) -> Command) -> Self {
+        let setup = Setup::new("20s", 0.15, "");
+        let server = CREDS.endpoint();
+        let mut daemon = setup.start(run(&setup, &server));
+        let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
+        Self {
+            daemon,
+            server,
+            setup,
+            k1,
+        }
+    }
+
+    /// `failure_keeping` the first key in the sink.
+    fn failure(&mut self, needles: &[&str], limit: Duration) -> String {
+        failure_keeping(
+            &mut self.daemon,
+            &self.setup.key,
+            ENDPOINT_KEY_ID,
+            &self.k1,
+            needles,
+            limit,
+        )
+    }
+
+    /// `new_key`: a key other than the first one in the sink.
+    fn recovers(&mut self, limit: Duration) -> String {
+        new_key(
+            &mut self.daemon,
+            &self.setup.key,
+            ENDPOINT_KEY_ID,
+            &self.k1,
+            limit,
+        )
+    }
+
+    /// Stops the daemon and checks its logs for `SECRETS`.
+    fn stop(self) {
+        self.daemon.stop_cleanly(SECRETS);
+    }
+}
+
 /// Everything the daemons here were given: none of it may reach a log.
 const SECRETS: &[&str] = &[
     CREDS.secret,
@@ -194,79 +254,51 @@ fn is_root() -> bool {
 #[test]
 fn credential_endpoint_500_garbage_403_keep_the_key_then_recover() {
     let _load = beside_others();
-    let setup = Setup::new("20s", 0.15, "");
-    let server = CREDS.endpoint();
-    let mut daemon = setup.start(setup.run_with_endpoint(&server));
-    let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
+    let mut r = Rotating::start();
 
     let limit = Duration::from_secs(10);
-    server.set(|_| Reply::Status(500));
-    let line = failure_keeping(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
+    r.server.set(|_| Reply::Status(500));
+    let line = r.failure(
         &["container credentials endpoint", "StatusCode(500)"],
         limit,
     );
     assert!(line.contains("will retry"), "{line}");
 
-    server.set(|_| Reply::Garbage);
-    let line = failure_keeping(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
+    r.server.set(|_| Reply::Garbage);
+    let line = r.failure(
         &["container credentials endpoint", "invalid JSON in response"],
         limit,
     );
     assert!(line.contains("will retry"), "{line}");
 
-    server.set(|_| Reply::Status(403));
-    let line = failure_keeping(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
+    r.server.set(|_| Reply::Status(403));
+    let line = r.failure(
         &["container credentials endpoint", "StatusCode(403)"],
         limit,
     );
     // A refused token may be rotated by the kubelet: worth retrying.
     assert!(line.contains("will retry"), "{line}");
 
-    server.set(|request| CREDS.reply(request));
-    new_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID, &k1, limit);
-    daemon.stop_cleanly(SECRETS);
+    r.server.set(|request| CREDS.reply(request));
+    r.recovers(limit);
+    r.stop();
 }
 
 #[test]
 fn a_hanging_credential_endpoint_times_out_keeps_the_key_then_recovers() {
     let _load = beside_others();
-    let setup = Setup::new("20s", 0.15, "");
-    let server = CREDS.endpoint();
-    let mut daemon = setup.start(setup.run_with_endpoint(&server));
-    let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
+    let mut r = Rotating::start();
 
-    server.set(|_| Reply::Hang);
-    let line = failure_keeping(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
+    r.server.set(|_| Reply::Hang);
+    let line = r.failure(
         &["container credentials endpoint", "timed out after 6s"],
         Duration::from_secs(14),
     );
     assert!(line.contains("will retry"), "{line}");
 
-    server.set(|request| CREDS.reply(request));
-    new_key(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
-        Duration::from_secs(8),
-    );
-    daemon.stop_cleanly(SECRETS);
+    r.server.set(|request| CREDS.reply(request));
+    r.recovers(Duration::from_secs(8));
+    r.stop();
 }
 
 // ---------------------------------------------------------------------------------
@@ -351,19 +383,16 @@ fn sts_throttling_is_retryable_keeps_the_key_then_recovers() {
 #[test]
 fn a_removed_sink_directory_is_reported_and_written_again_once_recreated() {
     let _load = beside_others();
-    let setup = Setup::new("20s", 0.15, "");
-    let server = CREDS.endpoint();
-    let mut daemon = setup.start(setup.run_with_endpoint(&server));
-    let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
+    let mut r = Rotating::start();
 
-    std::fs::remove_dir_all(&setup.dir).unwrap();
+    std::fs::remove_dir_all(&r.setup.dir).unwrap();
     let mut line = String::new();
-    daemon.poll(
+    r.daemon.poll(
         Duration::from_secs(10),
         "the refresh to fail on the missing directory",
         |log| match log.lines().find(|l| {
             l.contains("refresh failed")
-                && l.contains(&*setup.dir.to_string_lossy())
+                && l.contains(&*r.setup.dir.to_string_lossy())
                 && l.contains("No such file or directory")
         }) {
             Some(l) => {
@@ -375,15 +404,9 @@ fn a_removed_sink_directory_is_reported_and_written_again_once_recreated() {
     );
     assert!(line.contains("will retry"), "{line}");
 
-    std::fs::create_dir(&setup.dir).unwrap();
-    new_key(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
-        Duration::from_secs(10),
-    );
-    daemon.stop_cleanly(SECRETS);
+    std::fs::create_dir(&r.setup.dir).unwrap();
+    r.recovers(Duration::from_secs(10));
+    r.stop();
 }
 
 /// Clears the immutable flag again however the test ends.
@@ -411,34 +434,23 @@ fn an_immutable_sink_directory_keeps_the_key_then_recovers() {
     if !is_root() {
         return util::skip("chattr +i needs root");
     }
-    let setup = Setup::new("20s", 0.15, "");
-    let server = CREDS.endpoint();
-    let mut daemon = setup.start(setup.run_with_endpoint(&server));
-    let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
+    let mut r = Rotating::start();
 
-    let immutable = Immutable(&setup.dir);
+    let dir = r.setup.dir.clone();
+    let immutable = Immutable(&dir);
     if !immutable.set(true) {
         return util::skip("chattr +i is not supported on the temp dir's file system");
     }
-    let line = failure_keeping(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
+    let line = r.failure(
         &["creating a temp file in", "Operation not permitted"],
         Duration::from_secs(10),
     );
     assert!(line.contains("will retry"), "{line}");
     assert!(immutable.set(false));
-    new_key(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
-        Duration::from_secs(10),
-    );
-    assert!(temp_files(&setup.dir).is_empty());
-    daemon.stop_cleanly(SECRETS);
+    r.recovers(Duration::from_secs(10));
+    assert!(temp_files(&r.setup.dir).is_empty());
+    // The directory outlives `immutable`, which clears the flag again however the test ends.
+    r.daemon.stop_cleanly(SECRETS);
 }
 
 /// Runs `mount args…` in the daemon's mount namespace.
@@ -459,32 +471,22 @@ fn a_read_only_sink_mount_keeps_the_key_then_recovers() {
     if !is_root() {
         return util::skip("bind mounts need root");
     }
-    let setup = Setup::new("20s", 0.15, "");
-    let server = CREDS.endpoint();
     // A bind mount of the sink directory onto itself, private to the daemon, that is
     // then remounted read-only (EROFS) and read-write again.
-    let mut daemon = setup.start(setup.run_in_namespace(&server, "mount --bind \"$0\" \"$0\""));
-    let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
-    let dir = setup.dir.as_os_str();
-    mount_in(&daemon, &["-o".as_ref(), "remount,bind,ro".as_ref(), dir]);
-    let line = failure_keeping(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
+    let mut r = Rotating::start_with(|setup, server| {
+        setup.run_in_namespace(server, "mount --bind \"$0\" \"$0\"")
+    });
+    let dir = r.setup.dir.clone();
+    let dir = dir.as_os_str();
+    mount_in(&r.daemon, &["-o".as_ref(), "remount,bind,ro".as_ref(), dir]);
+    let line = r.failure(
         &["creating a temp file in", "Read-only file system"],
         Duration::from_secs(10),
     );
     assert!(line.contains("will retry"), "{line}");
-    mount_in(&daemon, &["-o".as_ref(), "remount,bind,rw".as_ref(), dir]);
-    new_key(
-        &mut daemon,
-        &setup.key,
-        ENDPOINT_KEY_ID,
-        &k1,
-        Duration::from_secs(10),
-    );
-    daemon.stop_cleanly(SECRETS);
+    mount_in(&r.daemon, &["-o".as_ref(), "remount,bind,rw".as_ref(), dir]);
+    r.recovers(Duration::from_secs(10));
+    r.stop();
 }
 
 #[test]
@@ -550,26 +552,23 @@ fn a_full_sink_file_system_keeps_the_key_then_recovers() {
 #[test]
 fn a_directory_in_place_of_the_key_file_is_refused_then_the_key_is_restored() {
     let _load = beside_others();
-    let setup = Setup::new("20s", 0.15, "");
-    let server = CREDS.endpoint();
-    let mut daemon = setup.start(setup.run_with_endpoint(&server));
-    let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
+    let mut r = Rotating::start();
 
     // The daemon restores a deleted file within ~100 ms: retry until the directory won.
     let started = Instant::now();
     loop {
-        let _ = std::fs::remove_file(&setup.key);
-        if std::fs::create_dir(&setup.key).is_ok() {
+        let _ = std::fs::remove_file(&r.setup.key);
+        if std::fs::create_dir(&r.setup.key).is_ok() {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(5));
     }
     let mut line = String::new();
-    daemon.poll(
+    r.daemon.poll(
         Duration::from_secs(10),
         "the refresh to refuse the directory",
         |log| {
-            assert!(setup.key.is_dir());
+            assert!(r.setup.key.is_dir());
             match log
                 .lines()
                 .find(|l| l.contains("refresh failed") && l.contains("is not a regular file"))
@@ -582,41 +581,39 @@ fn a_directory_in_place_of_the_key_file_is_refused_then_the_key_is_restored() {
             }
         },
     );
-    assert!(line.contains(&*setup.key.to_string_lossy()), "{line}");
+    assert!(line.contains(&*r.setup.key.to_string_lossy()), "{line}");
 
-    std::fs::remove_dir(&setup.key).unwrap();
+    std::fs::remove_dir(&r.setup.key).unwrap();
     let mut restored = None;
-    daemon.poll(Duration::from_secs(3), "the key to be restored", |_| {
-        restored = read_key(&setup.key, ENDPOINT_KEY_ID);
-        restored.is_some()
-    });
-    assert_eq!(restored.as_deref(), Some(k1.as_str()));
-    assert!(setup.key.is_file());
-    daemon.stop_cleanly(SECRETS);
+    r.daemon
+        .poll(Duration::from_secs(3), "the key to be restored", |_| {
+            restored = read_key(&r.setup.key, ENDPOINT_KEY_ID);
+            restored.is_some()
+        });
+    assert_eq!(restored.as_deref(), Some(r.k1.as_str()));
+    assert!(r.setup.key.is_file());
+    r.stop();
 }
 
 #[test]
 fn a_symlink_in_place_of_the_key_file_is_not_followed_then_the_key_is_restored() {
     let _load = beside_others();
-    let setup = Setup::new("20s", 0.15, "");
-    let server = CREDS.endpoint();
-    let mut daemon = setup.start(setup.run_with_endpoint(&server));
-    let k1 = first_key(&mut daemon, &setup.key, ENDPOINT_KEY_ID);
+    let mut r = Rotating::start();
 
-    let elsewhere = setup.env.path().join("elsewhere");
+    let elsewhere = r.setup.env.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     let decoy = elsewhere.join("decoy");
     std::fs::write(&decoy, "decoy\n").unwrap();
-    let link = setup.dir.join("link.new");
+    let link = r.setup.dir.join("link.new");
     std::os::unix::fs::symlink(&decoy, &link).unwrap();
-    std::fs::rename(&link, &setup.key).unwrap();
+    std::fs::rename(&link, &r.setup.key).unwrap();
 
     let mut line = String::new();
-    daemon.poll(
+    r.daemon.poll(
         Duration::from_secs(10),
         "the refresh to refuse the symlink",
         |log| {
-            assert!(setup.key.is_symlink());
+            assert!(r.setup.key.is_symlink());
             assert_eq!(std::fs::read_to_string(&decoy).unwrap(), "decoy\n");
             match log
                 .lines()
@@ -632,16 +629,17 @@ fn a_symlink_in_place_of_the_key_file_is_not_followed_then_the_key_is_restored()
     );
     assert!(line.contains(&*decoy.to_string_lossy()), "{line}");
 
-    std::fs::remove_file(&setup.key).unwrap();
+    std::fs::remove_file(&r.setup.key).unwrap();
     let mut restored = None;
-    daemon.poll(Duration::from_secs(3), "the key to be restored", |_| {
-        restored = read_key(&setup.key, ENDPOINT_KEY_ID);
-        restored.is_some()
-    });
-    assert_eq!(restored.as_deref(), Some(k1.as_str()));
-    assert!(!setup.key.is_symlink());
+    r.daemon
+        .poll(Duration::from_secs(3), "the key to be restored", |_| {
+            restored = read_key(&r.setup.key, ENDPOINT_KEY_ID);
+            restored.is_some()
+        });
+    assert_eq!(restored.as_deref(), Some(r.k1.as_str()));
+    assert!(!r.setup.key.is_symlink());
     assert_eq!(std::fs::read_to_string(&decoy).unwrap(), "decoy\n");
-    daemon.stop_cleanly(SECRETS);
+    r.stop();
 }
 
 // ---------------------------------------------------------------------------------
