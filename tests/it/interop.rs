@@ -1,7 +1,9 @@
 //! Byte-for-byte interop with the official Python generator
 //! (`aws-bedrock-token-generator`, `_generate_token`), on random cases.
 //!
-//! The seed changes every run and is printed; `BEDROCK_KEYD_INTEROP_SEED=N` replays one.
+//! The cases are drawn by proptest strategies ([`case`]) in one batch, for one run of
+//! the oracle; the seed changes every run and is printed; `BEDROCK_KEYD_INTEROP_SEED=N`
+//! replays one.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -10,6 +12,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use aws_credential_types::Credentials;
 use bedrock_keyd::key::mint::mint;
 use bedrock_keyd::key::{Lifetime, Region};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 
 use crate::util;
 
@@ -53,30 +58,7 @@ const COMMERCIAL_REGIONS: &[&str] = &[
 
 const CASES: usize = 400;
 
-/// splitmix64: small, seedable, good enough to spread test cases.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn string(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len)
-            .map(|_| alphabet[self.below(alphabet.len() as u64) as usize] as char)
-            .collect()
-    }
-}
-
-const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-const BASE64ISH: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
+#[derive(Debug, Clone)]
 struct Case {
     access_key_id: String,
     secret: String,
@@ -86,43 +68,45 @@ struct Case {
     signed_at: u64,
 }
 
-fn random_case(rng: &mut Rng, i: usize) -> Case {
-    let temporary = rng.below(2) == 0;
-    let access_key_id = format!(
-        "{}{}",
-        if temporary { "ASIA" } else { "AKIA" },
-        rng.string(UPPER_ALNUM, 16)
-    );
-    // Mostly real-looking secrets; some with any printable ASCII, which HMAC must take too.
-    let secret = if rng.below(5) == 0 {
-        let printable: Vec<u8> = (0x21u8..0x7f).collect();
-        let len = 1 + rng.below(60) as usize;
-        rng.string(&printable, len)
-    } else {
-        rng.string(BASE64ISH, 40)
-    };
-    let token = temporary.then(|| {
-        let len = 16 + rng.below(900) as usize;
-        let mut t = rng.string(BASE64ISH, len);
-        t.push_str(&"=".repeat(rng.below(3) as usize));
-        t
-    });
-    // Edges first, then anywhere in 1 s … 12 h.
-    let expires = match i {
-        0 => 1,
-        1 => 43_200,
-        _ => 1 + rng.below(43_200),
-    };
-    // 2001-01-01 … 2099-12-31.
-    let signed_at = 978_307_200 + rng.below(4_102_358_400 - 978_307_200);
-    Case {
-        access_key_id,
+/// One case: a long-term (`AKIA`) or temporary (`ASIA`, with a session token) key id,
+/// a secret that mostly looks real but sometimes is any printable ASCII (HMAC must
+/// take it too), a lifetime of 1 s … 12 h and a signing time in 2001 … 2099. The
+/// region is the caller's, from the case's index.
+fn case() -> impl Strategy<Value = Case> {
+    let secret = prop_oneof![
+        1 => "[!-~]{1,60}",
+        4 => "[A-Za-z0-9+/]{40}",
+    ];
+    let token = ("[A-Za-z0-9+/]{16,915}", 0..3usize)
+        .prop_map(|(token, padding)| format!("{token}{}", "=".repeat(padding)));
+    (
+        any::<bool>(),
+        "[A-Z2-7]{16}",
         secret,
         token,
-        region: COMMERCIAL_REGIONS[i % COMMERCIAL_REGIONS.len()],
-        expires,
-        signed_at,
-    }
+        1..=43_200u64,
+        978_307_200..4_102_358_400u64,
+    )
+        .prop_map(|(temporary, id, secret, token, expires, signed_at)| Case {
+            access_key_id: format!("{}{id}", if temporary { "ASIA" } else { "AKIA" }),
+            secret,
+            token: temporary.then_some(token),
+            region: "",
+            expires,
+            signed_at,
+        })
+}
+
+/// Case `i` drawn by `runner`: the region by index, the lifetime's edges first.
+fn random_case(runner: &mut TestRunner, i: usize) -> Case {
+    let mut case = case().new_tree(runner).expect("a case").current();
+    case.region = COMMERCIAL_REGIONS[i % COMMERCIAL_REGIONS.len()];
+    case.expires = match i {
+        0 => 1,
+        1 => 43_200,
+        _ => case.expires,
+    };
+    case
 }
 
 #[test]
@@ -142,8 +126,8 @@ fn keys_are_byte_identical_to_the_official_python_generator() {
                 .as_nanos() as u64
         });
     eprintln!("interop seed: {seed} (replay with BEDROCK_KEYD_INTEROP_SEED={seed})");
-    let mut rng = Rng(seed);
-    let cases: Vec<Case> = (0..CASES).map(|i| random_case(&mut rng, i)).collect();
+    let mut runner = util::seeded_runner(seed);
+    let cases: Vec<Case> = (0..CASES).map(|i| random_case(&mut runner, i)).collect();
 
     let mut input = String::new();
     for c in &cases {

@@ -277,17 +277,6 @@ fn torn_reads_never_happen_on_disk() {
     torn_reads(dir.path(), 1_000);
 }
 
-/// A small xorshift generator: enough to pick kill delays, with a printed seed.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir)
         .unwrap()
@@ -318,7 +307,8 @@ fn sigkilled_writer_leaves_old_or_new_key_and_next_start_cleans_up() {
         .as_nanos() as u64
         | 1;
     eprintln!("kill delays seeded with {seed}");
-    let mut rng = Rng(seed);
+    // Kill delays drawn by proptest's generator, replayable from the printed seed.
+    let mut rng = util::seeded_runner(seed).new_rng();
     let mut stale: Vec<PathBuf> = Vec::new();
     let mut kills_mid_write = 0;
     for kill in 0..=KILLS {
@@ -348,7 +338,9 @@ fn sigkilled_writer_leaves_old_or_new_key_and_next_start_cleans_up() {
             writer.wait().unwrap();
             break;
         }
-        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
+        std::thread::sleep(Duration::from_micros(
+            proptest::prelude::RngExt::random_range(&mut rng, 0..20_000),
+        ));
         writer.kill().unwrap(); // SIGKILL
         writer.wait().unwrap();
 

@@ -172,6 +172,18 @@ pub fn at_default_log_level(cmd: &mut Command) -> &mut Command {
     cmd.env("RUST_LOG", crate::leaks::DEFAULT_LEVEL)
 }
 
+/// A proptest runner whose random choices all follow from `seed`, for the tests that
+/// draw their inputs in one batch and print the seed to replay it.
+pub fn seeded_runner(seed: u64) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    )
+}
+
 /// Runs a command with the given stdin, returning its output.
 pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
     use std::io::Write;
