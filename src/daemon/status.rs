@@ -174,3 +174,29 @@ pub fn unready_reason(
         )
     })
 }
+
+/// Fixtures for the unit tests of what reads the board (`/readyz`, `/metrics`): a
+/// fixed instant, a policy, and a board with two keys (one with a quote in its name,
+/// for the escaping).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::StatusBoard;
+    use crate::schedule::RefreshPolicy;
+
+    pub fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_795_680_000 + secs)
+    }
+
+    pub fn policy(min_remaining: u64) -> RefreshPolicy {
+        RefreshPolicy::new(0.5, 0.0, Duration::from_secs(min_remaining)).unwrap()
+    }
+
+    pub fn board() -> StatusBoard {
+        let b = StatusBoard::new();
+        b.register("alpha", policy(300));
+        b.register("be\"ta", policy(300));
+        b
+    }
+}

@@ -300,24 +300,9 @@ fn expect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::mint::mint;
-    use crate::key::{Lifetime, Region};
-    use aws_credential_types::Credentials;
     use std::time::UNIX_EPOCH;
 
-    fn sample(token: Option<&str>) -> String {
-        let creds = Credentials::new("AKIDEXAMPLE", "secret", token.map(str::to_owned), None, "t");
-        mint(
-            &creds,
-            &Region::new("us-west-2").unwrap(),
-            Lifetime::from_secs(900).unwrap(),
-            UNIX_EPOCH + Duration::from_secs(1_795_680_000),
-        )
-        .unwrap()
-        .key
-        .expose()
-        .to_owned()
-    }
+    use crate::key::mint::sample_key as sample;
 
     fn reencode(key: &str, edit: impl Fn(String) -> String) -> String {
         let url = String::from_utf8(

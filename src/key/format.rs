@@ -304,28 +304,7 @@ mod tests {
         }
     }
 
-    /// A real key, as the sinks hold it.
-    fn sample(token: Option<&str>) -> String {
-        use crate::key::{Lifetime, Region};
-        use std::time::{Duration, UNIX_EPOCH};
-        let creds = aws_credential_types::Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
-            token.map(str::to_owned),
-            None,
-            "t",
-        );
-        crate::key::mint::mint(
-            &creds,
-            &Region::new("us-west-2").unwrap(),
-            Lifetime::from_secs(900).unwrap(),
-            UNIX_EPOCH + Duration::from_secs(1_795_680_000),
-        )
-        .unwrap()
-        .key
-        .expose()
-        .to_owned()
-    }
+    use crate::key::mint::sample_key as sample;
 
     #[test]
     fn extracts_from_sink_formats() {

@@ -219,6 +219,29 @@ fn truncate_to_second(t: SystemTime) -> SystemTime {
     }
 }
 
+/// A real key for unit tests elsewhere in `key/`: example credentials, us-west-2, 15
+/// minutes, signed at a fixed instant (so tests that decode it know every field).
+#[cfg(test)]
+pub(crate) fn sample_key(session_token: Option<&str>) -> String {
+    let creds = aws_credential_types::Credentials::new(
+        "AKIDEXAMPLE",
+        "secret",
+        session_token.map(str::to_owned),
+        None,
+        "t",
+    );
+    mint(
+        &creds,
+        &super::Region::new("us-west-2").unwrap(),
+        super::Lifetime::from_secs(900).unwrap(),
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_680_000),
+    )
+    .unwrap()
+    .key
+    .expose()
+    .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -265,23 +265,9 @@ fn readyz(keys: &BTreeMap<String, KeyStatus>, now: SystemTime) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::{RefreshPolicy, Validity};
-    use std::time::UNIX_EPOCH;
+    use crate::schedule::Validity;
 
-    fn t(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(1_795_680_000 + secs)
-    }
-
-    fn policy(min_remaining: u64) -> RefreshPolicy {
-        RefreshPolicy::new(0.5, 0.0, Duration::from_secs(min_remaining)).unwrap()
-    }
-
-    fn board() -> StatusBoard {
-        let b = StatusBoard::new();
-        b.register("alpha", policy(300));
-        b.register("be\"ta", policy(300));
-        b
-    }
+    use crate::daemon::status::fixtures::{board, t};
 
     fn get(path: &str, b: &StatusBoard, now: SystemTime) -> Response {
         respond(

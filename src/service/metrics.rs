@@ -227,26 +227,10 @@ fn number(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::daemon::StatusBoard;
-    use crate::schedule::{RefreshPolicy, Validity};
+    use crate::schedule::Validity;
 
-    fn t(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(1_795_680_000 + secs)
-    }
-
-    fn policy(min_remaining: u64) -> RefreshPolicy {
-        RefreshPolicy::new(0.5, 0.0, Duration::from_secs(min_remaining)).unwrap()
-    }
-
-    fn board() -> StatusBoard {
-        let b = StatusBoard::new();
-        b.register("alpha", policy(300));
-        b.register("be\"ta", policy(300));
-        b
-    }
+    use crate::daemon::status::fixtures::{board, t};
 
     #[test]
     fn metrics_format() {
