@@ -37,31 +37,59 @@ struct Setup {
     tls: bool,
 }
 
+/// How [`Setup::launch`] starts the daemon; the default is [`Setup::start`]'s.
+#[derive(Default)]
+struct Launch<'a> {
+    tls: bool,
+    extra: &'a [&'a str],
+    /// Start without credentials: no key is ever minted.
+    no_credentials: bool,
+    /// Instead of the stand-in.
+    upstream: Option<String>,
+}
+
 impl Setup {
     /// `extra`: more `run` arguments (e.g. `--lifetime 20s`). `None` when the stand-in
     /// cannot run here (skipped).
     fn start(tls: bool, extra: &[&str]) -> Option<Self> {
+        Self::launch(Launch {
+            tls,
+            extra,
+            ..Launch::default()
+        })
+    }
+
+    fn launch(how: Launch) -> Option<Self> {
         let standin = Standin::start()?;
         let env = TestEnv::new();
         let port = free_port();
         let health = free_port();
         let token_file = env.path().join("proxy/token");
-        let mut cmd = env.cmd_with_example_creds();
+        let mut cmd = if how.no_credentials {
+            env.cmd()
+        } else {
+            env.cmd_with_example_creds()
+        };
+        let upstream = how.upstream.unwrap_or_else(|| standin.url());
         cmd.env("AWS_CA_BUNDLE", standin.ca_cert())
             .args(["run", "--region", "us-west-2", "--jitter", "0"])
             .args(["--proxy", &format!("127.0.0.1:{port}")])
             .arg("--proxy-token-file")
             .arg(&token_file)
-            .args(["--proxy-upstream", &standin.url()])
+            .args(["--proxy-upstream", &upstream])
             .args(["--listen", &format!("127.0.0.1:{health}")])
-            .args(extra);
-        if tls {
+            .args(how.extra);
+        if how.tls {
             cmd.arg("--proxy-tls");
         }
         let mut daemon = Daemon::start(&env, cmd);
-        daemon.poll(Duration::from_secs(20), "the first key", |log| {
-            log.contains("key minted and delivered")
-        });
+        let ready = if how.no_credentials {
+            // No key is ever minted: wait for the listener instead.
+            "proxy listening"
+        } else {
+            "key minted and delivered"
+        };
+        daemon.poll(Duration::from_secs(20), ready, |log| log.contains(ready));
         Some(Self {
             env,
             standin,
@@ -69,7 +97,7 @@ impl Setup {
             port,
             health,
             token_file,
-            tls,
+            tls: how.tls,
         })
     }
 
@@ -327,73 +355,36 @@ fn streamed_chunks_arrive_one_by_one_and_a_rotation_does_not_cut_the_stream() {
 
 #[test]
 fn proxy_without_a_key_answers_503_and_sends_nothing() {
-    let Some(standin) = Standin::start() else {
+    let Some(s) = Setup::launch(Launch {
+        no_credentials: true,
+        ..Launch::default()
+    }) else {
         return;
     };
-    let env = TestEnv::new();
-    let port = free_port();
-    let token_file = env.path().join("token");
-    // No credentials at all: no key is ever minted.
-    let mut cmd = env.cmd();
-    cmd.args(["run", "--region", "us-west-2"])
-        .args(["--proxy", &format!("127.0.0.1:{port}")])
-        .arg("--proxy-token-file")
-        .arg(&token_file)
-        .args(["--proxy-upstream", &standin.url()]);
-    let mut daemon = Daemon::start(&env, cmd);
-    daemon.poll(Duration::from_secs(20), "the proxy", |log| {
-        log.contains("proxy listening")
-    });
-    let token = std::fs::read_to_string(&token_file).unwrap();
-    let out = curl_to(
-        &format!("http://127.0.0.1:{port}"),
-        &standin.ca_cert(),
-        "/model/m/converse",
-        Some(&token),
-        &[],
-        BODY,
-    );
+    let out = s.call("/model/m/converse", &[]);
     assert_eq!(status_of(&out), 503, "{}", util::stdout(&out));
     assert!(util::stdout(&out).contains("no Bedrock key yet"));
-    assert!(standin.requests().is_empty());
-    assert_eq!(daemon.stop(), Some(0));
+    assert!(s.standin.requests().is_empty());
+    s.stop();
 }
 
 #[test]
 fn upstream_down_is_a_502_with_the_reason() {
-    let Some(standin) = Standin::start() else {
+    let dead = free_port();
+    let Some(s) = Setup::launch(Launch {
+        upstream: Some(format!("http://127.0.0.1:{dead}")),
+        ..Launch::default()
+    }) else {
         return;
     };
-    let env = TestEnv::new();
-    let port = free_port();
-    let dead = free_port();
-    let token_file = env.path().join("token");
-    let mut cmd = env.cmd_with_example_creds();
-    cmd.args(["run", "--region", "us-west-2"])
-        .args(["--proxy", &format!("127.0.0.1:{port}")])
-        .arg("--proxy-token-file")
-        .arg(&token_file)
-        .args(["--proxy-upstream", &format!("http://127.0.0.1:{dead}")]);
-    let mut daemon = Daemon::start(&env, cmd);
-    daemon.poll(Duration::from_secs(20), "the first key", |log| {
-        log.contains("key minted and delivered")
-    });
-    let token = std::fs::read_to_string(&token_file).unwrap();
-    let out = curl_to(
-        &format!("http://127.0.0.1:{port}"),
-        &standin.ca_cert(),
-        "/model/m/converse",
-        Some(&token),
-        &[],
-        BODY,
-    );
+    let out = s.call("/model/m/converse", &[]);
     assert_eq!(status_of(&out), 502, "{}", util::stdout(&out));
     assert!(
         util::stdout(&out).contains("cannot reach the upstream"),
         "{}",
         util::stdout(&out)
     );
-    assert_eq!(daemon.stop(), Some(0));
+    s.stop();
 }
 
 #[test]
