@@ -952,7 +952,8 @@ fn syscalls_happen_in_the_safe_order() {
     .unwrap();
     assert!(out.status.success(), "{}", util::stderr(&out));
     let trace = fs::read_to_string(env.path().join("trace")).unwrap();
-    let lines: Vec<&str> = trace.lines().collect();
+    let joined = join_interrupted_calls(&trace);
+    let lines: Vec<&str> = joined.iter().map(String::as_str).collect();
     let find = |from: usize, what: &dyn Fn(&str) -> bool| -> usize {
         from + lines[from..]
             .iter()
@@ -972,10 +973,7 @@ fn syscalls_happen_in_the_safe_order() {
     let write = find(create, &|l| {
         l.contains(&format!("write({fd}, \"bedrock-api-key-"))
     });
-    // `fsync(9)`, or `fsync(9 <unfinished ...>` when another process's line cut in.
-    let fsync_of = |l: &str, fd: &str| {
-        l.contains(&format!("fsync({fd})")) || l.contains(&format!("fsync({fd} <unfinished"))
-    };
+    let fsync_of = |l: &str, fd: &str| l.contains(&format!("fsync({fd})"));
     let sync = find(write, &|l| fsync_of(l, &fd));
     // Relative to the directory the safe walk opened (issue 13), never by full path.
     let rename = find(sync, &|l| l.contains("renameat") && l.contains(", \"k\")"));
@@ -1000,5 +998,60 @@ fn syscalls_happen_in_the_safe_order() {
             .iter()
             .any(|l| l.contains(&format!("write({fd},"))),
         "{trace}"
+    );
+}
+
+/// strace -f splits a call when another process's line cuts in:
+/// `7 openat(12, ".", O_RDONLY <unfinished ...>` … `7 <... openat resumed>) = 10`.
+/// Each such pair becomes one line, at the place of the call, so that a call, its
+/// arguments and its result are read from one line whatever the interleaving.
+fn join_interrupted_calls(trace: &str) -> Vec<String> {
+    const UNFINISHED: &str = " <unfinished ...>";
+    let mut lines: Vec<String> = Vec::new();
+    // pid → index in `lines` of its call waiting for its result.
+    let mut waiting: std::collections::HashMap<String, usize> = Default::default();
+    for line in trace.lines() {
+        let pid = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(call) = line.strip_suffix(UNFINISHED) {
+            waiting.insert(pid, lines.len());
+            lines.push(call.to_owned());
+        } else if let Some((_, rest)) = line.split_once(" resumed>") {
+            match waiting.remove(&pid) {
+                Some(at) => lines[at].push_str(rest),
+                None => lines.push(line.to_owned()),
+            }
+        } else {
+            lines.push(line.to_owned());
+        }
+    }
+    lines
+}
+
+#[test]
+fn interrupted_strace_calls_are_joined() {
+    // From a CI run where a log-copying process interleaved with the daemon.
+    let trace = "\
+27927 renameat(12, \".k.tmp\", 12, \"k\") = 0
+27930 <... openat resumed>)             = 3
+27927 openat(12, \".\", O_RDONLY|O_CLOEXEC|O_DIRECTORY <unfinished ...>
+27930 write(1, \"x\"..., 548 <unfinished ...>
+27927 <... openat resumed>)             = 10
+27927 fsync(10 <unfinished ...>
+27930 <... write resumed>)              = 548
+27927 <... fsync resumed>)              = 0
+";
+    assert_eq!(
+        join_interrupted_calls(trace),
+        [
+            "27927 renameat(12, \".k.tmp\", 12, \"k\") = 0",
+            "27930 <... openat resumed>)             = 3",
+            "27927 openat(12, \".\", O_RDONLY|O_CLOEXEC|O_DIRECTORY)             = 10",
+            "27930 write(1, \"x\"..., 548)              = 548",
+            "27927 fsync(10)              = 0",
+        ]
     );
 }
