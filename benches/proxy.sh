@@ -9,6 +9,8 @@
 #   nice -n -15 benches/proxy.sh          # as root on a shared machine: less noise in p99
 #   RUNS=5 DURATION=20 benches/proxy.sh
 #   NO_LITELLM=1 benches/proxy.sh         # skip the LiteLLM peer (its venv takes ~2 min)
+#   BIN_B=other/bedrock-keyd benches/proxy.sh   # a second proxy (proxy-b) interleaved with
+#   ENV_B="NAME=value" benches/proxy.sh         # the first: another build or setting
 #
 # The upstream is nginx (one worker) answering Converse with a fixed JSON document over
 # TLS, so the upstream costs as little as possible and the difference is the proxy's.
@@ -86,6 +88,57 @@ PIDS+=($RUN_PID)
 wait_port "$PROXY_PORT"
 LOCAL_TOKEN=$(cat "$WORK/proxy/token")
 
+# --- optionally a second proxy to compare with (another build, another setting) -------
+# BIN_B=path and/or ENV_B="NAME=value ..." start it; it runs as target proxy-b,
+# interleaved with the others, so both builds see the same machine state.
+PROXY_B_PORT=
+if [ -n "${BIN_B:-}${ENV_B:-}" ]; then
+  PROXY_B_PORT=$(free_port)
+  mkdir -m 700 "$WORK/proxy-b"
+  # shellcheck disable=SC2086 # ENV_B is a list of NAME=value words
+  env ${ENV_B:-} AWS_CA_BUNDLE="$WORK/ngx.crt" "${BIN_B:-$BIN}" run --region us-west-2 \
+    --proxy "127.0.0.1:$PROXY_B_PORT" --proxy-token-file "$WORK/proxy-b/token" \
+    --proxy-upstream "https://127.0.0.1:$NGX_PORT" 2> "$WORK/run-b.log" & RUN_B_PID=$!
+  PIDS+=($RUN_B_PID)
+  wait_port "$PROXY_B_PORT"
+fi
+
+# --- nginx as a reverse proxy: the fast peer (HTTP in, TLS out, keep-alive upstream) -
+# A second nginx, one worker, doing what the proxy does: set the Authorization header
+# and forward to the same upstream through a keep-alive pool of up to 64 connections.
+NGXP_PORT=$(free_port)
+mkdir -p "$WORK/nginx-proxy/logs"
+cat > "$WORK/nginx-proxy.conf" <<EOF
+daemon off;
+worker_processes 1;
+error_log $WORK/nginx-proxy/logs/error.log warn;
+pid $WORK/nginx-proxy/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream bedrock { server 127.0.0.1:$NGX_PORT; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGXP_PORT;
+    location / {
+      proxy_pass https://bedrock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host 127.0.0.1;
+      proxy_set_header Authorization "Bearer unchecked-by-nginx";
+      proxy_ssl_trusted_certificate $WORK/ngx.crt;
+      proxy_ssl_verify on;
+      proxy_ssl_name localhost;  # nginx matches names only, not IP addresses
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+EOF
+nginx -c "$WORK/nginx-proxy.conf" -p "$WORK/nginx-proxy" & NGXP_MASTER=$!
+PIDS+=($NGXP_MASTER)
+wait_port "$NGXP_PORT"
+NGXP_WORKER=$(pgrep -P "$NGXP_MASTER")
+
 # --- LiteLLM's proxy, 1 worker, a bedrock converse deployment pointed at nginx ----------
 LITELLM_PORT=
 if [ "${NO_LITELLM:-0}" != 1 ]; then
@@ -147,14 +200,19 @@ EOF
 BODY='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
 lua "unchecked-by-nginx" "$BODY" > "$WORK/direct.lua"
 lua "$LOCAL_TOKEN" "$BODY" > "$WORK/proxy.lua"
+lua "unchecked-by-nginx" "$BODY" > "$WORK/nginx-proxy.lua"
+[ -n "$PROXY_B_PORT" ] && lua "$(cat "$WORK/proxy-b/token")" "$BODY" > "$WORK/proxy-b.lua"
 lua "${MASTER_KEY:-}" '{"model":"bedrock-model","messages":[{"role":"user","content":"hello"}],"max_tokens":16}' > "$WORK/litellm.lua"
 MODEL_PATH=/model/anthropic.claude-sonnet-4-5-20250929-v1:0/converse
 declare -A URL=(
   [direct]="https://127.0.0.1:$NGX_PORT$MODEL_PATH"
   [proxy]="http://127.0.0.1:$PROXY_PORT$MODEL_PATH"
+  [nginx-proxy]="http://127.0.0.1:$NGXP_PORT$MODEL_PATH"
+  [proxy-b]="http://127.0.0.1:${PROXY_B_PORT:-0}$MODEL_PATH"
   [litellm]="http://127.0.0.1:${LITELLM_PORT:-0}/chat/completions"
 )
-TARGETS=(direct proxy)
+TARGETS=(direct proxy nginx-proxy)
+[ -n "$PROXY_B_PORT" ] && TARGETS+=(proxy-b)
 [ -n "$LITELLM_PORT" ] && TARGETS+=(litellm)
 
 # wrk's summary → "req_s p50_us p99_us non2xx errors"
@@ -172,19 +230,38 @@ print(f"{rps:.0f} {lat['50']:.0f} {lat['99']:.0f} {non2xx.group(1) if non2xx els
 PY
 }
 
+TICKS=$(getconf CLK_TCK)
+declare -A CPU_PID=([proxy]=$RUN_PID [nginx-proxy]=$NGXP_WORKER [proxy-b]=${RUN_B_PID:-})
+cpu_ticks() { # PID: its user + system time so far, in clock ticks
+  # Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+  sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
 RSS_MAX=0
 for c in 1 64; do
   threads=$(( c == 1 ? 1 : 2 ))
-  for target in "${TARGETS[@]}"; do
-    for run in $(seq "$RUNS"); do
+  # Run by run, each target in turn: a slow drift of the machine's state (another
+  # process, the page cache, the CPU's clock) then weighs on every target alike.
+  for run in $(seq "$RUNS"); do
+    for target in "${TARGETS[@]}"; do
       f=$OUT/$target-c$c-$run.txt
       # Warm the connections and the pools first, outside the measurement.
       wrk -t"$threads" -c"$c" -d2s -s "$WORK/$target.lua" "${URL[$target]}" > /dev/null 2>&1
+      pid=${CPU_PID[$target]:-}
+      [ -n "$pid" ] && cpu0=$(cpu_ticks "$pid")
       wrk -t"$threads" -c"$c" -d"${DURATION}s" --timeout 10s --latency -s "$WORK/$target.lua" "${URL[$target]}" > "$f"
       parse "$f" > "$f.parsed"
+      if [ -n "$pid" ]; then
+        # The proxy's CPU time (user + system) per request answered in the run.
+        cpu1=$(cpu_ticks "$pid")
+        requests=$(awk '/requests in/ {print $1}' "$f")
+        echo "$(( (cpu1 - cpu0) * 1000000 / TICKS / requests ))" > "$f.cpu"
+      fi
       if [ "$target" = proxy ] && [ "$c" = 64 ]; then
         hwm=$(awk '/VmHWM/ {print $2}' /proc/$RUN_PID/status)
         RSS_MAX=$(( hwm > RSS_MAX ? hwm : RSS_MAX ))
+      fi
+      if [ "$target" = proxy-b ] && [ "$c" = 64 ]; then
+        awk '/VmHWM/ {print "proxy-b: run'"'"'s peak RSS (VmHWM) after the 64-connection runs: " $2 " KiB"}' /proc/$RUN_B_PID/status > "$OUT/rss-b.txt"
       fi
     done
   done
@@ -214,9 +291,20 @@ for c in (1, 64):
         m = med[t, c]
         added = ("–", "–") if t == "direct" else (fmt_us(m[1] - d[1]), fmt_us(m[2] - d[2]))
         print(f"| {t} | {c} | {m[0]:,.0f} | {fmt_us(m[1])} | {fmt_us(m[2])} | {added[0]} | {added[1]} |")
+for c in (1, 64):
+    cpu = {t: statistics.median(int(open(f"{out}/{t}-c{c}-{r}.txt.cpu").read()) for r in range(1, runs + 1)) for t in ("proxy", "nginx-proxy", "proxy-b") if t in targets}
+    b = f", proxy-b {cpu['proxy-b']:.0f} µs" if "proxy-b" in cpu else ""
+    print(f"\nc={c}: CPU time per request (user + system, median): bedrock-keyd's proxy {cpu['proxy']:.0f} µs, nginx as a proxy {cpu['nginx-proxy']:.0f} µs{b}")
+for c in (1, 64):
+    n, d = med["nginx-proxy", c], med["direct", c]
+    for t in ("proxy", "proxy-b"):
+        if t in targets:
+            p = med[t, c]
+            print(f"\nc={c}: {t} serves {p[0] / n[0]:.2f}x nginx-as-a-proxy's requests/s; added p99 {fmt_us(p[2] - d[2])} against nginx's {fmt_us(n[2] - d[2])}")
 if "litellm" in targets:
     for c in (1, 64):
         print(f"\nc={c}: bedrock-keyd's proxy serves {med['proxy', c][0] / med['litellm', c][0]:.0f}x LiteLLM's requests/s")
 PY
 cat "$OUT/rss.txt"
+[ -f "$OUT/rss-b.txt" ] && cat "$OUT/rss-b.txt"
 echo "raw wrk output: $OUT (kept only with OUT=dir)" >&2
