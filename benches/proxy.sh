@@ -261,7 +261,7 @@ for c in 1 64; do
         RSS_MAX=$(( hwm > RSS_MAX ? hwm : RSS_MAX ))
       fi
       if [ "$target" = proxy-b ] && [ "$c" = 64 ]; then
-        awk '/VmHWM/ {print "proxy-b: run'"'"'s peak RSS (VmHWM) after the 64-connection runs: " $2 " KiB"}' /proc/$RUN_B_PID/status > "$OUT/rss-b.txt"
+        echo "proxy-b: run's peak RSS (VmHWM) after the 64-connection runs: $(awk '/VmHWM/ {print $2}' "/proc/$RUN_B_PID/status") KiB" > "$OUT/rss-b.txt"
       fi
     done
   done
