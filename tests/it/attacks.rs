@@ -28,19 +28,12 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// A test environment that nobody can enter, or why the attack cannot be staged here.
 fn attack_env() -> Result<TestEnv, &'static str> {
     if !is_root() {
         return Err("the attacks need root (the daemon) and nobody (the attacker)");
     }
-    if !have("runuser") {
+    if !util::have("runuser") {
         return Err("runuser not found (util-linux)");
     }
     let env = TestEnv::new();
@@ -141,7 +134,7 @@ fn a_pid_file_of_another_user_cannot_aim_at_a_root_process() {
         Ok(env) => env,
         Err(why) => return util::skip(why),
     };
-    if !have("unshare") {
+    if !util::have("unshare") {
         return util::skip("unshare not found (util-linux)");
     }
     nobody_dir(&env, "app");

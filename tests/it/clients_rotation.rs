@@ -32,7 +32,7 @@ fn real_clients_keep_working_through_the_proxy_while_keys_rotate() {
     };
     let Some(s) = Standin::start() else { return };
     let env = TestEnv::new();
-    let port = crate::health::free_port();
+    let port = util::free_port();
     let token_file = env.path().join("proxy/proxy.token");
     std::fs::create_dir_all(token_file.parent().unwrap()).unwrap();
     let mut cmd = env.cmd_with_example_creds();

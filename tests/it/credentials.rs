@@ -449,11 +449,7 @@ struct Moto {
 impl Moto {
     fn start() -> Option<Self> {
         let exe = moto_server()?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = util::free_port();
         let child = Command::new(exe)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())

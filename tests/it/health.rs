@@ -44,15 +44,6 @@ fn holds_valid_key(path: &Path) -> bool {
     read_key(path, CREDS.access_key_id, "eu-west-1").is_some()
 }
 
-/// A port that was free a moment ago (config validation refuses port 0).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET over HTTP/1.1; `None` while nothing listens.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -462,7 +453,7 @@ fn readyz_follows_the_credentials_endpoint_and_metrics_track_refreshes() {
     let env = TestEnv::new();
     let down = Arc::new(AtomicBool::new(false));
     let server = credential_endpoint(down.clone(), Duration::ZERO);
-    let port = free_port();
+    let port = util::free_port();
     let (config, _key) = short_key_config(&env, port);
     let daemon = Daemon::start(&env, CREDS.run(&env, &server, &config));
 
@@ -577,7 +568,7 @@ fn readyz_follows_the_credentials_endpoint_and_metrics_track_refreshes() {
 #[test]
 fn single_key_mode_listens_with_the_listen_flag() {
     let env = TestEnv::new();
-    let port = free_port();
+    let port = util::free_port();
     let key = env.path().join("k.key");
     let mut cmd = env.cmd_with_example_creds();
     cmd.args(["run", "--region", "eu-west-1", "--lifetime", "1h", "--file"])
@@ -625,7 +616,7 @@ fn metrics_parse_with_prometheus_client() {
         );
     };
     let env = TestEnv::new();
-    let port = free_port();
+    let port = util::free_port();
     let key = env.path().join("k.key");
     let mut cmd = env.cmd_with_example_creds();
     cmd.args([
@@ -700,7 +691,7 @@ for f in text_string_to_metric_families(open(sys.argv[1]).read()):
 fn a_notify_socket_nobody_reads_does_not_stall_the_daemon() {
     let env = TestEnv::new();
     let server = credential_endpoint(Arc::new(AtomicBool::new(false)), Duration::ZERO);
-    let port = free_port();
+    let port = util::free_port();
     let (config, key) = short_key_config(&env, port);
     let notify = NotifySocket::bind(env.path());
     let mut cmd = CREDS.run(&env, &server, &config);
@@ -809,7 +800,7 @@ fn probes_answer_within_2s_while_hundreds_of_idle_and_slow_connections_are_open(
         return util::skip("python3 (and runuser when root) not found for the connection flood");
     };
     let env = TestEnv::new();
-    let port = free_port();
+    let port = util::free_port();
     let key = env.path().join("k.key");
     let mut cmd = env.cmd_with_example_creds();
     cmd.args(["run", "--region", "eu-west-1", "--lifetime", "1h", "--file"])

@@ -10,13 +10,6 @@ use std::process::Command;
 
 use crate::util::{self, TestEnv};
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Runs `once` twice (store, then replace) and `read_back` after each; returns the
 /// script's stdout: `file key`, `keyring value` pairs, one per line, `|`-separated.
 fn store_read_replace(
@@ -73,7 +66,7 @@ fn secret_service_store_read_back_replace_read_back() {
         "secret-tool",
         "dbus-send",
     ] {
-        if !have(tool) {
+        if !util::have(tool) {
             return util::skip(&format!(
                 "{tool} not found (apt-get install gnome-keyring libsecret-tools dbus)"
             ));
@@ -94,7 +87,7 @@ fn secret_service_store_read_back_replace_read_back() {
 
 #[test]
 fn kernel_keyring_store_read_back_replace_read_back() {
-    if !have("keyctl") {
+    if !util::have("keyctl") {
         return util::skip("keyctl not found (apt-get install keyutils)");
     }
     let env = TestEnv::new();
@@ -115,7 +108,7 @@ fn kernel_keyring_store_read_back_replace_read_back() {
 fn secret_service_from_a_tokio_blocking_thread() {
     // How the daemon will use the sink: the library, from `spawn_blocking`.
     for tool in ["dbus-run-session", "gnome-keyring-daemon", "dbus-send"] {
-        if !have(tool) {
+        if !util::have(tool) {
             return util::skip(&format!(
                 "{tool} not found (apt-get install gnome-keyring dbus)"
             ));

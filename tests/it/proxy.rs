@@ -6,7 +6,7 @@
 //! daemon's descriptors and memory return to their baseline.
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -16,15 +16,6 @@ use crate::standin::{Standin, curl_to, status_of};
 use crate::util::{self, TestEnv};
 
 const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
-
-/// A port free a moment ago (the daemon binds it next).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A daemon serving a proxy (and health) in front of a stand-in.
 struct Setup {
@@ -62,8 +53,8 @@ impl Setup {
     fn launch(how: Launch) -> Option<Self> {
         let standin = Standin::start()?;
         let env = TestEnv::new();
-        let port = free_port();
-        let health = free_port();
+        let port = util::free_port();
+        let health = util::free_port();
         let token_file = env.path().join("proxy/token");
         let mut cmd = if how.no_credentials {
             env.cmd()
@@ -370,7 +361,7 @@ fn proxy_without_a_key_answers_503_and_sends_nothing() {
 
 #[test]
 fn upstream_down_is_a_502_with_the_reason() {
-    let dead = free_port();
+    let dead = util::free_port();
     let Some(s) = Setup::launch(Launch {
         upstream: Some(format!("http://127.0.0.1:{dead}")),
         ..Launch::default()
@@ -635,7 +626,7 @@ fn after_a_reload_the_proxy_serves_the_restarted_keys_and_keeps_its_address() {
         return;
     };
     let env = TestEnv::new();
-    let port = free_port();
+    let port = util::free_port();
     let config = env.path().join("config.toml");
     let write = |lifetime: &str, port: u16| {
         std::fs::write(
@@ -670,7 +661,7 @@ fn after_a_reload_the_proxy_serves_the_restarted_keys_and_keeps_its_address() {
     };
     assert_eq!(call(), 200);
     // A new lifetime restarts the key (a new key); a new port is not applied.
-    write("2h", free_port());
+    write("2h", util::free_port());
     daemon.poll(Duration::from_secs(20), "the reload", |log| {
         log.matches("key minted and delivered").count() >= 2
     });

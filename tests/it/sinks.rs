@@ -409,13 +409,6 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn full_disk_fails_cleanly_and_keeps_the_old_key() {
     let Some(unshare) = private_mounts() else {
@@ -938,7 +931,7 @@ fn once_exit_codes_for_credentials_configuration_and_usage() {
 fn syscalls_happen_in_the_safe_order() {
     // The order is the guarantee: created owner-only and exclusively, owner and final
     // mode set before the first byte, fsync, rename, fsync of the directory.
-    if !have("strace") {
+    if !util::have("strace") {
         return util::skip("strace not found (apt-get install strace)");
     }
     let env = TestEnv::new();

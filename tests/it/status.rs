@@ -281,11 +281,7 @@ fn works_without_home_or_any_environment() {
 
 #[test]
 fn keyring_sinks_are_read_through_the_keyring() {
-    let have_keyctl = std::process::Command::new("sh")
-        .args(["-c", "command -v keyctl"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_keyctl {
+    if !util::have("keyctl") {
         return util::skip("keyctl not found (apt-get install keyutils)");
     }
     let env = TestEnv::new();

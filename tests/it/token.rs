@@ -255,13 +255,6 @@ fn env_file_sink_serves_the_fast_path() {
     );
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Runs `script` under `wrapper` with the example credentials in `$CREDS` (to be put
 /// in the environment of one command only) and the binary in `$BKD`.
 fn keyring_script(env: &TestEnv, wrapper: &[&str], script: &str) -> Output {
@@ -302,7 +295,7 @@ fn assert_keyring_serves(output: &Output) {
 #[test]
 fn secret_service_keyring_serves_the_fast_path() {
     for tool in ["dbus-run-session", "gnome-keyring-daemon", "dbus-send"] {
-        if !have(tool) {
+        if !util::have(tool) {
             return util::skip(&format!(
                 "{tool} not found (apt-get install gnome-keyring dbus)"
             ));
@@ -325,7 +318,7 @@ env $CREDS "$BKD" $args
 
 #[test]
 fn kernel_keyring_serves_the_fast_path() {
-    if !have("keyctl") {
+    if !util::have("keyctl") {
         return util::skip("keyctl not found (apt-get install keyutils)");
     }
     let env = TestEnv::new();
