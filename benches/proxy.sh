@@ -236,7 +236,6 @@ cpu_ticks() { # PID: its user + system time so far, in clock ticks
   # Fields after the parenthesised command name: utime and stime are the 12th and 13th.
   sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
-RSS_MAX=0
 for c in 1 64; do
   threads=$(( c == 1 ? 1 : 2 ))
   # Run by run, each target in turn: a slow drift of the machine's state (another
@@ -256,17 +255,13 @@ for c in 1 64; do
         requests=$(awk '/requests in/ {print $1}' "$f")
         echo "$(( (cpu1 - cpu0) * 1000000 / TICKS / requests ))" > "$f.cpu"
       fi
-      if [ "$target" = proxy ] && [ "$c" = 64 ]; then
-        hwm=$(awk '/VmHWM/ {print $2}' /proc/$RUN_PID/status)
-        RSS_MAX=$(( hwm > RSS_MAX ? hwm : RSS_MAX ))
-      fi
-      if [ "$target" = proxy-b ] && [ "$c" = 64 ]; then
-        echo "proxy-b: run's peak RSS (VmHWM) after the 64-connection runs: $(awk '/VmHWM/ {print $2}' "/proc/$RUN_B_PID/status") KiB" > "$OUT/rss-b.txt"
-      fi
     done
   done
 done
-echo "run's peak RSS (VmHWM) after the 64-connection runs: $RSS_MAX KiB" > "$OUT/rss.txt"
+# VmHWM is the peak since start, so read once after the 64-connection runs (the last).
+peak_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+echo "run's peak RSS (VmHWM) after the 64-connection runs: $(peak_kib "$RUN_PID") KiB" > "$OUT/rss.txt"
+[ -n "$PROXY_B_PORT" ] && echo "proxy-b: run's peak RSS (VmHWM) after the 64-connection runs: $(peak_kib "$RUN_B_PID") KiB" >> "$OUT/rss.txt"
 
 # --- summary --------------------------------------------------------------------------
 python3 - "$OUT" "$RUNS" "$DURATION" "${TARGETS[@]}" <<'PY'
@@ -306,5 +301,4 @@ if "litellm" in targets:
         print(f"\nc={c}: bedrock-keyd's proxy serves {med['proxy', c][0] / med['litellm', c][0]:.0f}x LiteLLM's requests/s")
 PY
 cat "$OUT/rss.txt"
-[ -f "$OUT/rss-b.txt" ] && cat "$OUT/rss-b.txt"
 echo "raw wrk output: $OUT (kept only with OUT=dir)" >&2
